@@ -1,0 +1,7 @@
+"""``python -m trajvi``: the same as the ``trajvi`` command."""
+
+import sys
+
+from trajvi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""Registry keys and default AnnData keys, in one place."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from scvi import REGISTRY_KEYS as _SCVI_KEYS
+
+
+class _RegistryKeys(NamedTuple):
+    X_KEY: str = _SCVI_KEYS.X_KEY
+    BATCH_KEY: str = _SCVI_KEYS.BATCH_KEY
+    SIZE_FACTOR_KEY: str = _SCVI_KEYS.SIZE_FACTOR_KEY
+    CONDITION_KEY: str = "condition"
+    TIME_KEY: str = "time"
+
+
+class _AnnDataKeys(NamedTuple):
+    LATENT: str = "X_trajvi"
+    UNS: str = "trajvi"
+    GENE_EMBEDDING_SUFFIX: str = "_gene_embeddings"
+
+
+class _HistoryKeys(NamedTuple):
+    RECONSTRUCTION: str = "reconstruction_loss"
+    KL: str = "kl_local"
+    ADVERSARIAL: str = "adversarial_loss"
+    FOOL: str = "fool_loss"
+    DISC_ACCURACY: str = "discriminator_accuracy"
+    GRAD_NORM: str = "grad_norm"
+    N_REPAIRED: str = "n_repaired"
+    N_SKIPPED: str = "n_skipped_steps"
+    N_LABEL_SKIPS: str = "n_discriminator_skips"
+    KL_WEIGHT: str = "kl_weight"
+
+
+REGISTRY_KEYS = _RegistryKeys()
+ADATA_KEYS = _AnnDataKeys()
+HISTORY_KEYS = _HistoryKeys()

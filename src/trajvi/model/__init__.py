@@ -1,0 +1,5 @@
+"""The scvi-tools model class."""
+
+from ._model import TrajVI
+
+__all__ = ["TrajVI"]

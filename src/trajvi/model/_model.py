@@ -1,0 +1,359 @@
+"""TrajVI: the scvi-tools model class of trajvi."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField, NumericalObsField
+from scvi.dataloaders import DataSplitter
+from scvi.model._utils import get_max_epochs_heuristic, use_distributed_sampler
+from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
+
+from trajvi._constants import REGISTRY_KEYS
+from trajvi._logging import logger
+from trajvi.data import validate_anndata
+from trajvi.module import TrajVIModule
+from trajvi.train import TrajVITrainingPlan, TrajVITrainRunner
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+AdversarialTarget = Literal["condition", "batch"]
+
+
+class TrajVI(RNASeqMixin, VAEMixin, BaseModelClass):
+    """Learn how single cells move between conditions, from raw counts.
+
+    Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
+    embeddings, with a discriminator that reads the condition (or the batch) from the latent and an
+    adversarial term that makes the latent hard to read.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Dimension of the latent space.
+    n_hidden
+        Width of the hidden layers and of the gene embeddings.
+    n_layers
+        Number of hidden layers of the encoder and the decoder.
+    dropout_rate
+        Dropout of the encoder.
+    n_attention
+        Width ``d_k`` of the decoder's queries and keys.
+    decode_condition
+        Whether the decoder sees the condition (through a learned embedding).
+    adversarial_weight
+        Weight of the fooling term: how strongly the latent is pushed to hide the adversarial target.
+        0 still trains the discriminator, as a monitor of what the latent reveals.
+    adversarial_target
+        What the discriminator reads from the latent: ``"condition"`` or ``"batch"`` (needs a
+        registered ``batch_key``).
+    n_condition_embed
+        Width of the condition embedding used by the decoder.
+
+    Examples
+    --------
+    >>> import trajvi
+    >>> adata = trajvi.data.synthetic()
+    >>> trajvi.TrajVI.setup_anndata(adata, condition_key="condition", batch_key="batch")
+    >>> model = trajvi.TrajVI(adata)
+    >>> model.train(max_epochs=20)
+    >>> adata.obsm["X_trajvi"] = model.get_latent_representation()
+    """
+
+    _module_cls = TrajVIModule
+    _training_plan_cls = TrajVITrainingPlan
+    _train_runner_cls = TrajVITrainRunner
+    _data_splitter_cls = DataSplitter
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        n_attention: int = 64,
+        decode_condition: bool = True,
+        adversarial_weight: float = 1.0,
+        adversarial_target: AdversarialTarget = "condition",
+        n_condition_embed: int = 16,
+    ) -> None:
+        super().__init__(adata)
+        for name, value in {
+            "n_latent": n_latent,
+            "n_hidden": n_hidden,
+            "n_layers": n_layers,
+            "n_attention": n_attention,
+            "n_condition_embed": n_condition_embed,
+        }.items():
+            if int(value) < 1:
+                msg = f"{name}={value}; it must be a positive integer."
+                raise ValueError(msg)
+        if not 0.0 <= dropout_rate < 1.0:
+            msg = f"dropout_rate={dropout_rate}; it must be in [0, 1)."
+            raise ValueError(msg)
+        if adversarial_weight < 0:
+            msg = f"adversarial_weight={adversarial_weight}; it must be >= 0."
+            raise ValueError(msg)
+        if adversarial_target not in ("condition", "batch"):
+            msg = f"adversarial_target={adversarial_target!r} is not valid; use 'condition' or 'batch'."
+            raise ValueError(msg)
+        n_batch = self.summary_stats.n_batch
+        n_conditions = len(self.conditions)
+        if adversarial_target == "batch":
+            if self.registry_keys_setup.get("batch_key") is None:
+                msg = (
+                    "adversarial_target='batch' needs a batch: call TrajVI.setup_anndata(..., batch_key=...) "
+                    "or use adversarial_target='condition'."
+                )
+                raise ValueError(msg)
+            n_classes = n_batch
+        else:
+            n_classes = n_conditions
+        self.module = self._module_cls(
+            self.summary_stats.n_vars,
+            n_batch=n_batch,
+            n_conditions=n_conditions,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout_rate=dropout_rate,
+            n_attention=n_attention,
+            decode_condition=decode_condition,
+            n_condition_embed=n_condition_embed,
+            n_adversary_classes=n_classes,
+            use_size_factor=REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry,
+        )
+        self.adversarial_target = adversarial_target
+        self.adversarial_weight = float(adversarial_weight)
+        self._model_summary_string = (
+            f"TrajVI: n_latent={n_latent}, n_hidden={n_hidden}, n_layers={n_layers}, n_attention={n_attention}, "
+            f"decode_condition={decode_condition}, adversary on the {adversarial_target} "
+            f"(weight {adversarial_weight}); {n_conditions} conditions, {n_batch} batch(es)."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # -- registration --------------------------------------------------------------------------
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        condition_key: str,
+        *,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        time_key: str | None = None,
+        size_factor_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Check an AnnData and register its counts and conditions with scvi-tools.
+
+        Every input check runs first, and nothing is registered if one fails. Registration adds
+        scvi-tools' ``_scvi_*`` columns to ``obs`` and two uuid keys to ``uns``; nothing else changes.
+
+        Parameters
+        ----------
+        adata
+            AnnData with raw counts.
+        condition_key
+            Column of ``obs`` with the condition of each cell (at least two categories).
+        layer
+            Layer holding the raw counts; ``None`` uses ``X``.
+        batch_key
+            Column of ``obs`` with a nuisance batch.
+        time_key
+            Numeric column of ``obs`` giving the position of each condition on the trajectory axis
+            (constant within a condition), for time courses.
+        size_factor_key
+            Numeric column of ``obs`` with size factors, used instead of observed library sizes.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields` (``load()`` uses it).
+
+        Raises
+        ------
+        KeyError
+            A named key is not in ``obs`` or ``layers`` (the message lists the available ones).
+        ValueError
+            Counts are negative, non-finite or not integers; the condition has a single category;
+            the time varies within a condition; size factors are not positive.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        validate_anndata(
+            adata,
+            condition_key,
+            layer=layer,
+            batch_key=batch_key,
+            time_key=time_key,
+            size_factor_key=size_factor_key,
+        )
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.CONDITION_KEY, condition_key),
+            NumericalObsField(REGISTRY_KEYS.TIME_KEY, time_key, required=False),
+            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @property
+    def registry_keys_setup(self) -> dict[str, Any]:
+        """The arguments :meth:`setup_anndata` was called with."""
+        return dict(self.adata_manager.registry["setup_args"])
+
+    @property
+    def conditions(self) -> list[str]:
+        """Condition categories, in the order of their codes."""
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.CONDITION_KEY).categorical_mapping
+        return [str(c) for c in mapping]
+
+    # -- phase 1 -------------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        adversary_lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        n_epochs_kl_warmup: int | None = None,
+        gradient_clip_val: float | None = 50.0,
+        accumulate_grad_batches: int = 1,
+        max_consecutive_skips: int = 20,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        early_stopping: bool = False,
+        datasplitter_kwargs: dict[str, Any] | None = None,
+        plan_kwargs: dict[str, Any] | None = None,
+        **trainer_kwargs: Any,
+    ) -> None:
+        """Fit phase 1: the count model and its adversary.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of passes over the training cells; ``None`` uses scvi-tools' heuristic
+            (``min(round(20000 / n_cells * 400), 400)``).
+        batch_size
+            Cells per minibatch.
+        lr, adversary_lr, weight_decay
+            Adam settings of the VAE and of the discriminator.
+        n_epochs_kl_warmup
+            Epochs over which the KL weight rises from 0 to 1; ``None`` ties it to half of
+            ``max_epochs``, so that every training reaches the full ELBO.
+        gradient_clip_val
+            Largest gradient norm; larger ones are scaled down (``None`` or 0: no clipping).
+        accumulate_grad_batches
+            Minibatches whose gradients are summed before each optimizer step.
+        max_consecutive_skips
+            Stop with an error after this many consecutive steps with a non-finite loss or gradient.
+        train_size, validation_size, shuffle_set_split
+            The train/validation split (:class:`scvi.dataloaders.DataSplitter`).
+        accelerator, devices
+            Lightning's hardware settings.
+        early_stopping
+            Stop when the validation ELBO stops improving (see :class:`scvi.train.Trainer`).
+        datasplitter_kwargs
+            More arguments for the :class:`~scvi.dataloaders.DataSplitter`.
+        plan_kwargs
+            More arguments for :class:`~trajvi.train.TrajVITrainingPlan` (they override the above).
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (for example ``precision``, ``strategy``,
+            ``enable_progress_bar``).
+        """
+        if max_epochs is None:
+            max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
+        if int(max_epochs) < 1:
+            msg = f"max_epochs={max_epochs}; it must be at least 1."
+            raise ValueError(msg)
+        if int(batch_size) < 2:
+            msg = f"batch_size={batch_size}; it must be at least 2 (batch normalisation needs two cells)."
+            raise ValueError(msg)
+        for name in ("gradient_clip_val", "accumulate_grad_batches"):
+            if name in trainer_kwargs:  # never reached through the signature; kept for clarity
+                msg = f"{name} is handled by the training plan; pass it to train() directly."
+                raise ValueError(msg)
+        if n_epochs_kl_warmup is None:
+            n_epochs_kl_warmup = max(1, int(max_epochs) // 2)
+        plan_args = {
+            "phase": "vae",
+            "adversarial_weight": self.adversarial_weight,
+            "adversary_key": REGISTRY_KEYS.CONDITION_KEY
+            if self.adversarial_target == "condition"
+            else REGISTRY_KEYS.BATCH_KEY,
+            "lr": lr,
+            "adversary_lr": adversary_lr,
+            "weight_decay": weight_decay,
+            "n_epochs_kl_warmup": n_epochs_kl_warmup,
+            "gradient_clip_val": gradient_clip_val,
+            "accumulate_grad_batches": accumulate_grad_batches,
+            "max_consecutive_skips": max_consecutive_skips,
+        }
+        plan_args.update(plan_kwargs or {})
+        data_splitter = self._data_splitter_cls(
+            self.adata_manager,
+            train_size=train_size,
+            validation_size=validation_size,
+            batch_size=batch_size,
+            shuffle_set_split=shuffle_set_split,
+            distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy")),
+            **(datasplitter_kwargs or {}),
+        )
+        plan = self._training_plan_cls(self.module, **plan_args)
+        trainer_kwargs.setdefault("early_stopping", early_stopping)
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=data_splitter,
+            max_epochs=int(max_epochs),
+            accelerator=accelerator,
+            devices=devices,
+            **trainer_kwargs,
+        )
+        runner()
+        self._report_guards(plan)
+
+    @staticmethod
+    def _report_guards(plan: TrajVITrainingPlan) -> None:
+        if plan.total_repaired or plan.total_skipped_steps or plan.total_label_skips:
+            logger.warning(
+                "Training finished with %d repaired loss entries, %d skipped steps and %d skipped "
+                "discriminator steps (see model.history and docs/numerical_stability.md).",
+                plan.total_repaired,
+                plan.total_skipped_steps,
+                plan.total_label_skips,
+            )
+
+    # -- getters -------------------------------------------------------------------------------
+    def get_gene_embeddings(self) -> pd.DataFrame:
+        """The learned gene embeddings ``E`` of the decoder, ``(n_genes, n_hidden)``, indexed by gene."""
+        self._check_if_trained(warn=True)
+        emb = self.module.decoder.gene_embeddings.detach().cpu().numpy()
+        return pd.DataFrame(emb, index=self.adata.var_names.copy(), columns=[f"dim_{i}" for i in range(emb.shape[1])])
+
+    def _condition_codes(self, names: Sequence[str], parameter: str) -> list[int]:
+        codes = []
+        for name in names:
+            if str(name) not in self.conditions:
+                msg = f"{parameter}={name!r} is not a condition; valid values: {self.conditions}."
+                raise ValueError(msg)
+            codes.append(self.conditions.index(str(name)))
+        return codes
+
+    def get_condition_codes(self, adata: AnnData | None = None) -> np.ndarray:
+        """Integer code of each cell's condition, in the order of :attr:`conditions`."""
+        adata = self._validate_anndata(adata)
+        values = self.get_from_registry(adata, REGISTRY_KEYS.CONDITION_KEY)
+        return np.asarray(values).reshape(-1).astype(int)

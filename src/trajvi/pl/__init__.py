@@ -1,0 +1,5 @@
+"""Scanpy-style plots over trajvi results."""
+
+from ._history import history
+
+__all__ = ["history"]

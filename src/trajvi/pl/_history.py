@@ -1,0 +1,76 @@
+"""``pl.history``: loss curves and gradient norms of a trained model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from trajvi.model import TrajVI
+
+_PANELS: dict[str, tuple[str, ...]] = {
+    "reconstruction (per cell)": ("reconstruction_loss_train", "reconstruction_loss_validation"),
+    "KL (per cell)": ("kl_local_train", "kl_local_validation"),
+    "adversary": (
+        "adversarial_loss_train",
+        "fool_loss_train",
+        "discriminator_accuracy_train",
+        "discriminator_accuracy_validation",
+    ),
+    "gradient norm": ("grad_norm_train",),
+    "repairs and skips": ("n_repaired_train", "n_skipped_steps_train", "n_discriminator_skips_train"),
+}
+
+
+def history(
+    model: TrajVI,
+    *,
+    keys: dict[str, tuple[str, ...]] | None = None,
+    axs: list[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """Plot the training history: losses, adversary, gradient norms and the repair counters.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~trajvi.TrajVI`.
+    keys
+        Panel title to the history keys drawn in it; defaults to every panel whose keys are present.
+    axs
+        Axes to draw into, one per panel; new ones are made when ``None``.
+    show
+        Show the figure (default: when not returning it).
+    return_fig
+        Return the figure.
+    """
+    if not model.is_trained or not model.history:
+        msg = "The model has no training history. Run model.train() first."
+        raise RuntimeError(msg)
+    hist = model.history
+    panels = {t: tuple(k for k in ks if k in hist) for t, ks in (keys or _PANELS).items()}
+    panels = {t: ks for t, ks in panels.items() if ks}
+    if axs is None:
+        fig, axs = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+        axs = list(axs[0])
+    else:
+        if len(axs) < len(panels):
+            msg = f"axs has {len(axs)} axes; {len(panels)} are needed ({list(panels)})."
+            raise ValueError(msg)
+        fig = axs[0].figure
+    for ax, (title, ks) in zip(axs, panels.items(), strict=False):
+        for key in ks:
+            frame = hist[key]
+            ax.plot(frame.index, frame.iloc[:, 0].to_numpy(), label=key.replace("_train", "").replace("_", " "))
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    if show or (show is None and not return_fig):
+        plt.show()
+    return fig if return_fig else None

@@ -1,0 +1,299 @@
+"""One training plan (manual optimization) for both phases of trajvi.
+
+Phase 1 (``phase="vae"``) alternates a discriminator step on the detached latent with a VAE step that
+adds a bounded fooling term. Every step is guarded: a loss or gradient that is not finite skips the
+step (parameters untouched) and is counted; non-finite loss entries are repaired and counted; too many
+skipped steps in a row stop training with an error that says what to try.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from scvi.train import TrainingPlan
+
+from trajvi._constants import HISTORY_KEYS as H
+from trajvi._constants import REGISTRY_KEYS
+from trajvi._logging import logger
+from trajvi.module import (
+    TrajVIModule,
+    confusion_loss,
+    discriminator_loss,
+    labels_in_range,
+    labels_to_indices,
+)
+
+Phase = Literal["vae"]
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Raised when too many consecutive steps had a non-finite loss or gradient."""
+
+
+@contextmanager
+def _frozen(params: Iterable[torch.nn.Parameter]):
+    """Stop gradients from reaching ``params`` inside the block (restores ``requires_grad`` after)."""
+    params = list(params)
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
+class TrajVITrainingPlan(TrainingPlan):
+    """Training plan with manual optimization of the VAE and its discriminator.
+
+    Parameters
+    ----------
+    module
+        A :class:`~trajvi.module.TrajVIModule`.
+    phase
+        Which step runs: ``"vae"`` (phase 1).
+    adversarial_weight
+        Weight of the fooling term in the VAE loss (0 trains the discriminator only as a monitor).
+    adversary_key
+        Registry key of the discriminator's target (the condition or the batch).
+    lr, weight_decay, eps
+        Adam settings of the VAE.
+    adversary_lr
+        Learning rate of the discriminator (Adam with its default ``eps``: the discriminator's
+        gradients are small, and the VAE's ``eps=0.01`` would slow it down a hundredfold).
+    adversary_steps
+        Discriminator steps per minibatch, on the same detached latent.
+    gradient_clip_val
+        Largest gradient norm; larger gradients are scaled down (0 or ``None``: no clipping).
+    accumulate_grad_batches
+        Number of minibatches whose gradients are summed before each optimizer step.
+    max_consecutive_skips
+        Training stops with :class:`NonFiniteTrainingError` after this many skipped steps in a row.
+    n_epochs_kl_warmup
+        Epochs over which the KL weight rises linearly from 0 to 1.
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan`.
+    """
+
+    def __init__(
+        self,
+        module: TrajVIModule,
+        *,
+        phase: Phase = "vae",
+        adversarial_weight: float = 1.0,
+        adversary_key: str = REGISTRY_KEYS.CONDITION_KEY,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        eps: float = 0.01,
+        adversary_lr: float = 1e-3,
+        adversary_steps: int = 1,
+        gradient_clip_val: float | None = 50.0,
+        accumulate_grad_batches: int = 1,
+        max_consecutive_skips: int = 20,
+        n_epochs_kl_warmup: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if phase not in ("vae",):
+            msg = f"phase={phase!r} is not valid; use 'vae'."
+            raise ValueError(msg)
+        if int(accumulate_grad_batches) < 1:
+            msg = f"accumulate_grad_batches={accumulate_grad_batches}; it must be at least 1."
+            raise ValueError(msg)
+        if adversarial_weight < 0:
+            msg = f"adversarial_weight={adversarial_weight}; it must be >= 0."
+            raise ValueError(msg)
+        if int(adversary_steps) < 1:
+            msg = f"adversary_steps={adversary_steps}; it must be at least 1."
+            raise ValueError(msg)
+        super().__init__(
+            module,
+            lr=lr,
+            weight_decay=weight_decay,
+            eps=eps,
+            n_epochs_kl_warmup=n_epochs_kl_warmup,
+            n_steps_kl_warmup=None,
+            **kwargs,
+        )
+        self.automatic_optimization = False
+        self.phase = phase
+        self.adversarial_weight = float(adversarial_weight)
+        self.adversary_key = adversary_key
+        self.adversary_lr = adversary_lr
+        self.adversary_steps = int(adversary_steps)
+        self.gradient_clip_val = gradient_clip_val
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
+        self.max_consecutive_skips = int(max_consecutive_skips)
+        self.consecutive_skips = 0
+        self.total_skipped_steps = 0
+        self.total_repaired = 0
+        self.total_label_skips = 0
+
+    # -- optimizers ------------------------------------------------------------------------------
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """One Adam per parameter group: the VAE and the discriminator."""
+        vae = torch.optim.Adam(self.module.vae_parameters(), lr=self.lr, eps=self.eps, weight_decay=self.weight_decay)
+        disc = torch.optim.Adam(
+            self.module.discriminator_parameters(), lr=self.adversary_lr, weight_decay=self.weight_decay
+        )
+        return [vae, disc]
+
+    @property
+    def use_adversary(self) -> bool:
+        """Whether the discriminator has at least two classes to tell apart."""
+        return self.module.n_adversary_classes > 1
+
+    # -- guarded optimizer step ------------------------------------------------------------------
+    def _window(self, batch_idx: int) -> tuple[bool, bool]:
+        """Whether this batch opens and whether it closes a gradient-accumulation window."""
+        k = self.accumulate_grad_batches
+        first = batch_idx % k == 0
+        n_batches = self.trainer.num_training_batches
+        last = (batch_idx + 1) % k == 0 or (isinstance(n_batches, int) and batch_idx + 1 >= n_batches)
+        return first, last
+
+    def _guarded_step(
+        self,
+        optimizer: Any,
+        params: list[torch.nn.Parameter],
+        loss: torch.Tensor,
+        batch_idx: int,
+    ) -> tuple[torch.Tensor, bool | None]:
+        """Backward ``loss`` and, at the end of an accumulation window, clip and step if finite.
+
+        Returns the gradient norm (before clipping; ``nan`` inside a window) and whether the step was
+        taken (``None`` inside a window).
+        """
+        first, last = self._window(batch_idx)
+        if first:
+            optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss / self.accumulate_grad_batches)
+        if not last:
+            return torch.full((), float("nan"), device=loss.device), None
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=loss.device), False
+        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
+        finite = bool(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            return norm, False
+        if self.gradient_clip_val:
+            torch.nn.utils.clip_grads_with_norm_(params, self.gradient_clip_val, norm)
+        optimizer.step()
+        return norm, True
+
+    def _record_skip(self, skipped: bool, reason: str) -> None:
+        self.log(H.N_SKIPPED + "_train", float(skipped), on_step=False, on_epoch=True, reduce_fx="sum")
+        if not skipped:
+            self.consecutive_skips = 0
+            return
+        self.consecutive_skips += 1
+        self.total_skipped_steps += 1
+        logger.warning(
+            "Skipped step %d (epoch %d): %s was not finite; parameters left unchanged (%d skipped in a row).",
+            self.global_step,
+            self.current_epoch,
+            reason,
+            self.consecutive_skips,
+        )
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            msg = (
+                f"{self.consecutive_skips} consecutive training steps had a non-finite {reason}; stopping. "
+                "Likely causes: a learning rate too high for this data (try lr=1e-4), cells with extreme "
+                "library sizes or non-count values (check the input layer, filter outlier cells), or "
+                "half precision (use precision='32' or 'bf16-mixed'). See the troubleshooting docs."
+            )
+            raise NonFiniteTrainingError(msg)
+
+    def _report_repairs(self, loss_output: Any, stage: str) -> None:
+        n = float(loss_output.extra_metrics["n_repaired"])
+        if n > 0:
+            self.total_repaired += int(n)
+            for repair in loss_output.repairs:
+                if int(repair.n_repaired) > 0:
+                    logger.warning("%s step %d: %s.", stage, self.global_step, repair.describe())
+
+    # -- phase 1 -------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Run the step of the current phase."""
+        self._vae_step(batch, batch_idx)
+
+    def _vae_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt_vae, opt_disc = self.optimizers()
+        kl_weight = self.kl_weight
+        inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": kl_weight})
+        z = inference_outputs["z"]
+        n_obs = z.shape[0]
+        log = {"on_step": False, "on_epoch": True, "batch_size": n_obs, "sync_dist": self.use_sync_dist}
+        self._report_repairs(loss_output, "Training")
+
+        loss = loss_output.loss
+        if self.use_adversary:
+            target = labels_to_indices(batch[self.adversary_key], self.module.n_adversary_classes)
+            in_range = bool(labels_in_range(target, self.module.n_adversary_classes))
+            self.log(H.N_LABEL_SKIPS + "_train", float(not in_range), on_step=False, on_epoch=True, reduce_fx="sum")
+            if in_range:
+                for _ in range(self.adversary_steps):
+                    logits = self.module.adversary_logits(z.detach())
+                    d_loss = discriminator_loss(logits, target)
+                    _, _ = self._guarded_step(opt_disc, self.module.discriminator_parameters(), d_loss, batch_idx)
+                accuracy = (logits.argmax(dim=-1) == target).float().mean()
+                self.log(H.ADVERSARIAL + "_train", d_loss.detach(), **log)
+                self.log(H.DISC_ACCURACY + "_train", accuracy, **log)
+            else:
+                self.total_label_skips += 1
+                logger.warning(
+                    "Step %d: adversarial labels outside [0, %d) (values %s); skipped this batch's "
+                    "discriminator step (%d so far).",
+                    self.global_step,
+                    self.module.n_adversary_classes,
+                    sorted(set(target.tolist()))[:10],
+                    self.total_label_skips,
+                )
+            if self.adversarial_weight > 0:
+                with _frozen(self.module.discriminator_parameters()):
+                    fool = confusion_loss(self.module.adversary_logits(z))
+                loss = loss + self.adversarial_weight * fool
+                self.log(H.FOOL + "_train", fool.detach(), **log)
+
+        norm, stepped = self._guarded_step(opt_vae, self.module.vae_parameters(), loss, batch_idx)
+        if stepped is not None:
+            self._record_skip(not stepped, "loss or gradient")
+            if stepped:
+                self.log(H.GRAD_NORM + "_train", norm, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+
+        self.log("train_loss", loss.detach(), prog_bar=True, **log)
+        self.log(H.RECONSTRUCTION + "_train", loss_output.reconstruction_loss_sum.detach() / n_obs, **log)
+        self.log(H.KL + "_train", loss_output.kl_local_sum.detach() / n_obs, **log)
+        self.log("elbo_train", (loss_output.reconstruction_loss_sum + loss_output.kl_local_sum).detach() / n_obs, **log)
+        self.log(
+            H.N_REPAIRED + "_train",
+            loss_output.extra_metrics["n_repaired"],
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            sync_dist=self.use_sync_dist,
+        )
+        self.log(H.KL_WEIGHT, float(kl_weight), on_step=False, on_epoch=True)
+
+    @torch.inference_mode()
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """ELBO terms and discriminator accuracy on the validation cells."""
+        inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": self.kl_weight})
+        self._report_repairs(loss_output, "Validation")
+        n_obs = inference_outputs["z"].shape[0]
+        log = {"on_step": False, "on_epoch": True, "batch_size": n_obs, "sync_dist": self.use_sync_dist}
+        self.log("validation_loss", loss_output.loss, **log)
+        self.log(H.RECONSTRUCTION + "_validation", loss_output.reconstruction_loss_sum / n_obs, **log)
+        self.log(H.KL + "_validation", loss_output.kl_local_sum / n_obs, **log)
+        self.log("elbo_validation", (loss_output.reconstruction_loss_sum + loss_output.kl_local_sum) / n_obs, **log)
+        if self.use_adversary:
+            target = labels_to_indices(batch[self.adversary_key], self.module.n_adversary_classes)
+            if bool(labels_in_range(target, self.module.n_adversary_classes)):
+                logits = self.module.adversary_logits(inference_outputs["qzm"])
+                accuracy = (logits.argmax(dim=-1) == target).float().mean()
+                self.log(H.DISC_ACCURACY + "_validation", accuracy, **log)

@@ -1,0 +1,49 @@
+"""A TrainRunner whose history keeps every key across successive ``train()`` calls."""
+
+from __future__ import annotations
+
+import pandas as pd
+from scvi.train import TrainRunner
+
+
+class TrajVITrainRunner(TrainRunner):
+    """:class:`scvi.train.TrainRunner` that merges histories by the union of their keys.
+
+    scvi-tools drops the keys that the first ``train()`` call did not log; trajvi logs other metrics
+    in phase 2 and in later calls, so each call's new rows are appended per key, and new keys are added
+    (indexed after the epochs already recorded). Values are stored as floats.
+    """
+
+    def _update_history(self) -> None:
+        previous = self.model.history_ if isinstance(self.model.history_, dict) else None
+        was_trained = self.model.is_trained_
+        if previous is None or not was_trained:
+            super()._update_history()
+            self.model.history_ = _as_float(self.model.history_)
+            return
+        self.model.history_ = None
+        self.model.is_trained_ = False
+        try:
+            super()._update_history()
+        finally:
+            self.model.is_trained_ = was_trained
+        new = self.model.history_ or {}
+        merged = {k: v.copy() for k, v in previous.items()}
+        offset = max((len(v) for v in previous.values()), default=0)
+        for key, frame in new.items():
+            frame = frame.copy()
+            if key in merged:
+                start = len(merged[key])
+                frame.index = pd.RangeIndex(start, start + len(frame), name=merged[key].index.name)
+                merged[key] = pd.concat([merged[key], frame])
+            else:
+                frame.index = pd.RangeIndex(offset, offset + len(frame), name=frame.index.name)
+                merged[key] = frame
+        self.model.history_ = _as_float(merged)
+
+
+def _as_float(history: dict[str, pd.DataFrame] | None) -> dict[str, pd.DataFrame] | None:
+    """scvi-tools' logger stores metrics as objects; make them float columns."""
+    if not isinstance(history, dict):
+        return history
+    return {k: v.apply(pd.to_numeric, errors="coerce").astype(float) for k, v in history.items()}

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+import trajvi
+from tests.conftest import TRAIN_KW
+from trajvi.train import NonFiniteTrainingError
+
+
+@pytest.fixture
+def fresh(synthetic_adata, seeded):
+    trajvi.TrajVI.setup_anndata(synthetic_adata, "condition", batch_key="batch")
+    return trajvi.TrajVI(synthetic_adata, n_latent=4, n_hidden=32)
+
+
+def _nan_grad_hook(counter):
+    def hook(grad):
+        counter["n"] += 1
+        return grad * float("nan")
+
+    return hook
+
+
+def test_nonfinite_gradients_skip_the_step_and_leave_parameters_untouched(fresh, trajvi_caplog):
+    before = {k: v.clone() for k, v in fresh.module.state_dict().items() if "discriminator" not in k}
+    calls = {"n": 0}
+    fresh.module.decoder.query.weight.register_hook(_nan_grad_hook(calls))
+    fresh.train(max_epochs=1, batch_size=100, train_size=1.0, max_consecutive_skips=100, **TRAIN_KW)
+    assert calls["n"] == 4  # 400 cells / 100
+    assert fresh.history["n_skipped_steps_train"].iloc[-1, 0] == 4
+    after = fresh.module.state_dict()
+    for key, value in before.items():
+        if "running" in key or "num_batches" in key:
+            continue  # batch-norm statistics move in the forward pass
+        torch.testing.assert_close(after[key], value, msg=key)
+    assert "Skipped step" in trajvi_caplog.text
+
+
+def test_too_many_skips_in_a_row_stop_with_advice(fresh):
+    fresh.module.decoder.query.weight.register_hook(_nan_grad_hook({"n": 0}))
+    with pytest.raises(NonFiniteTrainingError, match="learning rate"):
+        fresh.train(max_epochs=1, batch_size=50, train_size=1.0, max_consecutive_skips=3, **TRAIN_KW)
+
+
+def test_loss_repairs_are_counted_in_the_history(fresh, monkeypatch, trajvi_caplog):
+    from trajvi.module import _module
+
+    original = _module.negative_binomial_log_likelihood
+
+    def one_nan(x, mu, theta):
+        mu = mu.clone()
+        mu[0, 0] = float("nan")
+        return original(x, mu, theta)
+
+    monkeypatch.setattr(_module, "negative_binomial_log_likelihood", one_nan)
+    fresh.train(max_epochs=2, batch_size=100, train_size=1.0, **TRAIN_KW)
+    np.testing.assert_array_equal(fresh.history["n_repaired_train"].iloc[:, 0].to_numpy(), [4.0, 4.0])
+    assert fresh.history["n_skipped_steps_train"].iloc[-1, 0] == 0
+    assert "non-finite entry of the reconstruction term" in trajvi_caplog.text
+    assert "Training finished with 8 repaired loss entries" in trajvi_caplog.text
+
+
+def test_out_of_range_labels_skip_the_discriminator_step(synthetic_adata, seeded, trajvi_caplog):
+    trajvi.TrajVI.setup_anndata(synthetic_adata, "condition")
+    m = trajvi.TrajVI(synthetic_adata, n_latent=4, n_hidden=32, decode_condition=False)
+    codes = synthetic_adata.obs["_scvi_condition"].to_numpy().copy()
+    codes[:10] = 7  # a corrupted registry: labels the discriminator cannot have
+    synthetic_adata.obs["_scvi_condition"] = codes
+    m.train(max_epochs=1, batch_size=400, train_size=1.0, **TRAIN_KW)
+    assert m.history["n_discriminator_skips_train"].iloc[-1, 0] == 1
+    assert "outside [0, 2)" in trajvi_caplog.text
+
+
+def test_gradient_accumulation_matches_one_large_batch(synthetic_adata):
+    """Accumulating 4 batches of 64 takes nearly the step of one batch of 256 (batch norm makes it inexact)."""
+    import scvi
+
+    base = synthetic_adata[:256].copy()
+    updates = {}
+    for batch_size, accumulate in ((256, 1), (64, 4), (64, 1)):
+        scvi.settings.seed = 0
+        adata = base.copy()
+        trajvi.TrajVI.setup_anndata(adata, "condition")
+        m = trajvi.TrajVI(adata, n_latent=4, n_hidden=32, dropout_rate=0.0, adversarial_weight=0.0)
+        with torch.no_grad():  # a near-deterministic encoder: no sampling noise between the runs
+            m.module.encoder.logvar.bias.fill_(-30.0)
+            m.module.encoder.logvar.weight.zero_()
+        keys = ("decoder.gene_embeddings", "log_theta", "decoder.query.weight")
+        start = {k: m.module.state_dict()[k].clone() for k in keys}
+        m.train(
+            max_epochs=1,
+            batch_size=batch_size,
+            accumulate_grad_batches=accumulate,
+            train_size=1.0,
+            gradient_clip_val=None,
+            **TRAIN_KW,
+        )
+        updates[(batch_size, accumulate)] = torch.cat([(m.module.state_dict()[k] - start[k]).flatten() for k in keys])
+    reference = updates[(256, 1)]
+
+    def rel(key):
+        return ((updates[key] - reference).norm() / reference.norm()).item()
+
+    assert rel((64, 4)) < 0.1  # measured 0.048
+    assert rel((64, 1)) > 1.0  # four separate steps are far from it (measured 2.7)
+
+
+def test_invalid_plan_options(fresh):
+    with pytest.raises(ValueError, match="accumulate_grad_batches"):
+        fresh.train(max_epochs=1, accumulate_grad_batches=0, **TRAIN_KW)
+    with pytest.raises(ValueError, match="adversary_steps"):
+        fresh.train(max_epochs=1, plan_kwargs={"adversary_steps": 0}, **TRAIN_KW)
