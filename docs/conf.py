@@ -4,7 +4,7 @@ from importlib.metadata import version as _version
 
 project = "trajvi"
 author = "The trajvi developers"
-copyright = "2026, the trajvi developers"  # noqa: A001
+copyright = "2026, the trajvi developers"
 release = _version("trajvi")
 
 extensions = [
