@@ -33,38 +33,46 @@ class Repair:
     term
         Name of the loss term.
     n_repaired
-        0-d tensor: how many entries were non-finite and replaced by zero.
+        0-d tensor: how many entries were non-finite (or came from non-finite inputs) and were
+        replaced by zero.
     values
         The term before the repair (detached), kept so that its range can be reported when
         ``n_repaired > 0`` without computing it on every step.
+    mask
+        Entries that were replaced (``None``: the non-finite entries of ``values``).
     """
 
     term: str
     n_repaired: torch.Tensor
     values: torch.Tensor
+    mask: torch.Tensor | None = None
 
     def finite_range(self) -> tuple[float, float]:
-        """Smallest and largest finite entry of the term before the repair (``nan`` when none)."""
-        finite = self.values[torch.isfinite(self.values)]
-        if finite.numel() == 0:
+        """Smallest and largest kept entry of the term (``nan`` when none was kept)."""
+        keep = torch.isfinite(self.values)
+        if self.mask is not None:
+            keep = keep & ~self.mask
+        kept = self.values[keep]
+        if kept.numel() == 0:
             return float("nan"), float("nan")
-        return float(finite.min()), float(finite.max())
+        return float(kept.min()), float(kept.max())
 
     def describe(self) -> str:
         """One line for the logger: how many entries were repaired and the range of the rest."""
         lo, hi = self.finite_range()
-        n_nan = int(torch.isnan(self.values).sum())
+        n = int(self.n_repaired)
         return (
-            f"{int(self.n_repaired)} non-finite entr{'y' if int(self.n_repaired) == 1 else 'ies'} of the "
-            f"{self.term} term ({n_nan} NaN, the rest infinite) replaced by 0; finite entries ranged over "
-            f"[{lo:.4g}, {hi:.4g}]"
+            f"{n} non-finite entr{'y' if n == 1 else 'ies'} of the {self.term} term replaced by 0 "
+            f"(non-finite inputs or results); the other entries ranged over [{lo:.4g}, {hi:.4g}]"
         )
 
 
-def repair_nonfinite(
-    values: torch.Tensor, term: str, bad_inputs: torch.Tensor | None = None
-) -> tuple[torch.Tensor, Repair]:
+def repair_nonfinite(values: torch.Tensor, term: str) -> tuple[torch.Tensor, Repair]:
     """Replace non-finite entries by zero; return the repaired tensor and what was done.
+
+    Use it on terms whose inputs were already made safe: ``torch.where`` passes ``0 * NaN = NaN``
+    back to the inputs of a non-finite entry, so the loss functions below zero the inputs of bad
+    entries before they compute (see :func:`negative_binomial_log_likelihood`).
 
     Parameters
     ----------
@@ -72,29 +80,10 @@ def repair_nonfinite(
         Any tensor.
     term
         Name used in reports.
-    bad_inputs
-        Entries already known to come from non-finite inputs (computed from safe stand-ins so that
-        their gradient is zero rather than NaN); they are zeroed and counted too.
     """
     bad = ~torch.isfinite(values)
-    if bad_inputs is not None:
-        bad = bad | bad_inputs
     repaired = torch.where(bad, torch.zeros_like(values), values)
-    reported = values.detach() if bad_inputs is None else values.detach().masked_fill(bad_inputs, float("nan"))
-    return repaired, Repair(term, bad.sum(), reported)
-
-
-def _safe_inputs(*tensors: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Entries where any (broadcast) input is not finite, and the inputs with those entries set to 1.
-
-    Computing a loss from the stand-ins and zeroing those entries afterwards keeps the gradient
-    finite: ``torch.where`` alone would pass ``0 * NaN = NaN`` back to shared parameters.
-    """
-    tensors = [t.float() for t in tensors]
-    bad = ~torch.isfinite(tensors[0])
-    for t in tensors[1:]:
-        bad = bad | ~torch.isfinite(t)
-    return bad, [torch.where(bad, torch.ones_like(bad, dtype=t.dtype), t) for t in tensors]
+    return repaired, Repair(term, bad.sum(), values.detach())
 
 
 def negative_binomial_log_likelihood(
@@ -105,16 +94,22 @@ def negative_binomial_log_likelihood(
     Uses the lgamma form
     ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1) + theta log(theta / (theta + mu)) + x log(mu / (theta + mu))``
     in float32, with ``mu`` clamped to ``[1e-8, 1e12]``, ``theta`` to ``[1e-4, 1e6]`` and counts to
-    ``[0, 1e12]``.
+    ``[0, 1e12]``. With the inputs clamped, only a NaN input can make an entry non-finite: such entries
+    are computed from stand-in values (so their gradient is exactly zero, not NaN), set to zero and
+    counted.
 
     Returns
     -------
-    The per-entry log-likelihood (non-finite entries replaced by 0) and the :class:`Repair` record.
+    The per-entry log-likelihood and the :class:`Repair` record.
     """
-    bad, (x, mu, theta) = _safe_inputs(x, mu, theta)
-    x = x.clamp(0.0, COUNT_MAX)
-    mu = mu.clamp(MU_MIN, MU_MAX)
-    theta = theta.clamp(THETA_MIN, THETA_MAX)
+    x = x.float().clamp(0.0, COUNT_MAX)
+    mu = mu.float().clamp(MU_MIN, MU_MAX)
+    theta = theta.float()
+    bad_theta = torch.isnan(theta)
+    bad = torch.isnan(x + mu) | bad_theta  # clamp keeps NaN and bounds +-inf
+    x = torch.where(bad, 0.0, x)
+    mu = torch.where(bad, 1.0, mu)
+    theta = torch.where(bad_theta, 1.0, theta).clamp(THETA_MIN, THETA_MAX)
     log_theta_mu = torch.log(theta + mu)
     ll = (
         theta * (torch.log(theta) - log_theta_mu)
@@ -123,19 +118,25 @@ def negative_binomial_log_likelihood(
         - torch.lgamma(theta)
         - torch.lgamma(x + 1.0)
     )
-    return repair_nonfinite(ll, "reconstruction", bad)
+    ll = torch.where(bad, 0.0, ll)
+    return ll, Repair("reconstruction", bad.sum(), ll.detach(), bad)
 
 
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, Repair]:
     """KL(N(mean, exp(logvar)) || N(0, 1)) per cell, summed over latent dimensions.
 
-    The log-variance is clamped to ``[-30, 20]`` and the mean to ``[-100, 100]``, in float32.
+    The log-variance is clamped to ``[-30, 20]`` and the mean to ``[-100, 100]``, in float32. A cell
+    with a NaN input is computed from stand-ins (zero gradient), set to zero and counted.
     """
-    bad, (mean, logvar) = _safe_inputs(mean, logvar)
-    mean = mean.clamp(-MEAN_ABS_MAX, MEAN_ABS_MAX)
-    logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+    mean = mean.float().clamp(-MEAN_ABS_MAX, MEAN_ABS_MAX)
+    logvar = logvar.float().clamp(LOGVAR_MIN, LOGVAR_MAX)
+    bad_entries = torch.isnan(mean + logvar)
+    mean = torch.where(bad_entries, 0.0, mean)
+    logvar = torch.where(bad_entries, 0.0, logvar)
     kl = 0.5 * (torch.exp(logvar) + mean.square() - 1.0 - logvar).sum(dim=-1)
-    return repair_nonfinite(kl, "kl", bad.any(dim=-1))
+    bad = bad_entries.any(dim=-1)
+    kl = torch.where(bad, 0.0, kl)
+    return kl, Repair("kl", bad.sum(), kl.detach(), bad)
 
 
 def labels_to_indices(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
