@@ -20,7 +20,64 @@ def test_demo_writes_its_files(tmp_path, capsys):
     import anndata as ad
 
     adata = ad.read_h5ad(out / "demo.h5ad")
-    assert "X_trajvi" in adata.obsm and "X_trajvi" in adata.varm
+    assert "X_trajvi" in adata.obsm and "X_trajvi" in adata.varm and "trajvi" in adata.obsm
+    assert metrics["energy_distance_predicted_to_stimulated"] >= 0
+
+
+def test_fit_runs_both_phases_and_writes(tmp_path, capsys):
+    import anndata as ad
+
+    import trajvi
+
+    data = trajvi.data.synthetic(300, 40, seed=1)
+    data.layers["counts"] = data.X.copy()
+    path = tmp_path / "in.h5ad"
+    data.write_h5ad(path)
+    out = tmp_path / "res" / "out.h5ad"
+    argv = [
+        "fit",
+        str(path),
+        "--condition-key",
+        "condition",
+        "--path",
+        "control",
+        "stimulated",
+        "--layer",
+        "counts",
+        "--batch-key",
+        "batch",
+        "--couple-within",
+        "cell_type",
+        "--epochs",
+        "2",
+        "--flow-epochs",
+        "2",
+        "--out",
+        str(out),
+        "--save-model",
+        str(tmp_path / "model"),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    result = ad.read_h5ad(out)
+    assert "X_trajvi" in result.obsm and "trajvi" in result.obsm
+    predicted = ad.read_h5ad(tmp_path / "res" / "out_predicted.h5ad")
+    assert predicted.n_obs == (data.obs["condition"] == "control").sum()
+    assert (tmp_path / "model" / "model.pt").exists()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_fit_reports_bad_input(tmp_path, trajvi_caplog):
+    import trajvi
+
+    path = tmp_path / "in.h5ad"
+    trajvi.data.synthetic(100, 20).write_h5ad(path)
+    base = ["fit", str(path), "--out", str(tmp_path / "o.h5ad"), "--epochs", "1", "--flow-epochs", "1", "--no-progress"]
+    assert main([*base, "--condition-key", "cond", "--path", "a", "b"]) == 2
+    assert "condition_key='cond'" in trajvi_caplog.text
+    assert main([*base, "--condition-key", "condition", "--path", "control", "treated"]) == 2
+    assert "not a condition" in trajvi_caplog.text
+    assert main(["fit", str(tmp_path / "missing.h5ad"), "--condition-key", "c", "--path", "a", "b", "--out", "x"]) == 2
 
 
 def test_bad_arguments_exit_with_a_message(capsys):

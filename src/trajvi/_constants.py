@@ -32,6 +32,9 @@ class _HistoryKeys(NamedTuple):
     N_SKIPPED: str = "n_skipped_steps"
     N_LABEL_SKIPS: str = "n_discriminator_skips"
     KL_WEIGHT: str = "kl_weight"
+    FLOW: str = "flow_matching_loss"
+    RESIDUAL: str = "velocity_residual"
+    GRAD_NORM_VELOCITY: str = "grad_norm_velocity"
 
 
 REGISTRY_KEYS = _RegistryKeys()

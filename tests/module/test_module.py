@@ -60,8 +60,9 @@ def test_parameter_groups_are_disjoint_and_complete():
     module = TrajVIModule(30, n_latent=4, n_hidden=16)
     vae = {id(p) for p in module.vae_parameters()}
     disc = {id(p) for p in module.discriminator_parameters()}
-    assert not vae & disc
-    assert vae | disc == {id(p) for p in module.parameters()}
+    velocity = {id(p) for p in module.velocity_parameters()}
+    assert not vae & disc and not vae & velocity and not disc & velocity
+    assert vae | disc | velocity == {id(p) for p in module.parameters()}
 
 
 def test_counterfactual_decoding_and_samples():

@@ -19,13 +19,15 @@ from trajvi.data import validate_anndata
 from trajvi.module import TrajVIModule
 from trajvi.train import TrajVITrainingPlan, TrajVITrainRunner
 
+from ._trajectories import TrajectoryMixin
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
 AdversarialTarget = Literal["condition", "batch"]
 
 
-class TrajVI(RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
@@ -56,6 +58,8 @@ class TrajVI(RNASeqMixin, VAEMixin, BaseModelClass):
         registered ``batch_key``).
     n_condition_embed
         Width of the condition embedding used by the decoder.
+    n_hidden_velocity, n_layers_velocity
+        Width and depth of the velocity field's state-dependent part (phase 2).
 
     Examples
     --------
@@ -85,6 +89,8 @@ class TrajVI(RNASeqMixin, VAEMixin, BaseModelClass):
         adversarial_weight: float = 1.0,
         adversarial_target: AdversarialTarget = "condition",
         n_condition_embed: int = 16,
+        n_hidden_velocity: int = 128,
+        n_layers_velocity: int = 3,
     ) -> None:
         super().__init__(adata)
         for name, value in {
@@ -93,6 +99,8 @@ class TrajVI(RNASeqMixin, VAEMixin, BaseModelClass):
             "n_layers": n_layers,
             "n_attention": n_attention,
             "n_condition_embed": n_condition_embed,
+            "n_hidden_velocity": n_hidden_velocity,
+            "n_layers_velocity": n_layers_velocity,
         }.items():
             if int(value) < 1:
                 msg = f"{name}={value}; it must be a positive integer."
@@ -130,10 +138,13 @@ class TrajVI(RNASeqMixin, VAEMixin, BaseModelClass):
             decode_condition=decode_condition,
             n_condition_embed=n_condition_embed,
             n_adversary_classes=n_classes,
+            n_hidden_velocity=n_hidden_velocity,
+            n_layers_velocity=n_layers_velocity,
             use_size_factor=REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry,
         )
         self.adversarial_target = adversarial_target
         self.adversarial_weight = float(adversarial_weight)
+        self._init_trajectory_state()
         self._model_summary_string = (
             f"TrajVI: n_latent={n_latent}, n_hidden={n_hidden}, n_layers={n_layers}, n_attention={n_attention}, "
             f"decode_condition={decode_condition}, adversary on the {adversarial_target} "

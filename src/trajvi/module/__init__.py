@@ -13,6 +13,7 @@ from ._losses import (
     repair_nonfinite,
 )
 from ._module import TrajVILossOutput, TrajVIModule
+from ._velocity import VelocityField, flow_matching_loss
 
 __all__ = [
     "Encoder",
@@ -20,8 +21,10 @@ __all__ = [
     "Repair",
     "TrajVILossOutput",
     "TrajVIModule",
+    "VelocityField",
     "confusion_loss",
     "discriminator_loss",
+    "flow_matching_loss",
     "gaussian_kl",
     "labels_in_range",
     "labels_to_indices",

@@ -27,6 +27,7 @@ from ._losses import (
     labels_to_indices,
     negative_binomial_log_likelihood,
 )
+from ._velocity import VelocityField
 
 
 @dataclass
@@ -59,6 +60,8 @@ class TrajVIModule(BaseModuleClass):
         Number of classes the discriminator predicts from the latent (conditions or batches).
     n_hidden_adversary
         Width of the discriminator's two hidden layers.
+    n_hidden_velocity, n_layers_velocity
+        Size of the velocity field's residual network (phase 2).
     use_size_factor
         Whether library sizes come from registered size factors instead of the observed totals.
     """
@@ -78,6 +81,8 @@ class TrajVIModule(BaseModuleClass):
         n_condition_embed: int = 16,
         n_adversary_classes: int = 2,
         n_hidden_adversary: int = 64,
+        n_hidden_velocity: int = 128,
+        n_layers_velocity: int = 3,
         use_size_factor: bool = False,
     ) -> None:
         super().__init__()
@@ -112,12 +117,17 @@ class TrajVIModule(BaseModuleClass):
             logits=True,
             use_batch_norm=False,
         )
+        self.velocity = VelocityField(n_latent, n_hidden=n_hidden_velocity, n_layers=n_layers_velocity)
 
     # -- parameter groups (one optimizer each) -------------------------------------------------
     def vae_parameters(self) -> list[nn.Parameter]:
         """Parameters of the count model: encoder, decoder, condition embedding, dispersion."""
-        excluded = {id(p) for p in self.discriminator.parameters()}
+        excluded = {id(p) for p in self.discriminator.parameters()} | {id(p) for p in self.velocity.parameters()}
         return [p for p in self.parameters() if id(p) not in excluded]
+
+    def velocity_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the velocity field."""
+        return list(self.velocity.parameters())
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         """Parameters of the discriminator."""

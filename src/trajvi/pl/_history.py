@@ -21,7 +21,8 @@ _PANELS: dict[str, tuple[str, ...]] = {
         "discriminator_accuracy_train",
         "discriminator_accuracy_validation",
     ),
-    "gradient norm": ("grad_norm_train",),
+    "gradient norm": ("grad_norm_train", "grad_norm_velocity_train"),
+    "phase 2: flow matching": ("flow_matching_loss_train", "velocity_residual_train"),
     "repairs and skips": ("n_repaired_train", "n_skipped_steps_train", "n_discriminator_skips_train"),
 }
 

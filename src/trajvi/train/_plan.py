@@ -22,11 +22,12 @@ from trajvi.module import (
     TrajVIModule,
     confusion_loss,
     discriminator_loss,
+    flow_matching_loss,
     labels_in_range,
     labels_to_indices,
 )
 
-Phase = Literal["vae"]
+Phase = Literal["vae", "flow"]
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -48,14 +49,17 @@ def _frozen(params: Iterable[torch.nn.Parameter]):
 
 
 class TrajVITrainingPlan(TrainingPlan):
-    """Training plan with manual optimization of the VAE and its discriminator.
+    """Training plan with manual optimization of both phases.
+
+    It owns three optimizers (the VAE, the discriminator, the velocity field); ``phase`` selects the step.
 
     Parameters
     ----------
     module
         A :class:`~trajvi.module.TrajVIModule`.
     phase
-        Which step runs: ``"vae"`` (phase 1).
+        Which step runs: ``"vae"`` (phase 1: the count model and its adversary) or ``"flow"`` (phase 2:
+        flow matching of the velocity field on coupled latent pairs).
     adversarial_weight
         Weight of the fooling term in the VAE loss (0 trains the discriminator only as a monitor).
     adversary_key
@@ -75,6 +79,10 @@ class TrajVITrainingPlan(TrainingPlan):
         Training stops with :class:`NonFiniteTrainingError` after this many skipped steps in a row.
     n_epochs_kl_warmup
         Epochs over which the KL weight rises linearly from 0 to 1.
+    velocity_lr
+        Learning rate of the velocity field (phase 2).
+    residual_penalty
+        Weight of the squared state-dependent residual of the velocity field (phase 2).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -95,10 +103,15 @@ class TrajVITrainingPlan(TrainingPlan):
         accumulate_grad_batches: int = 1,
         max_consecutive_skips: int = 20,
         n_epochs_kl_warmup: int | None = None,
+        velocity_lr: float = 1e-3,
+        residual_penalty: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        if phase not in ("vae",):
-            msg = f"phase={phase!r} is not valid; use 'vae'."
+        if phase not in ("vae", "flow"):
+            msg = f"phase={phase!r} is not valid; use 'vae' or 'flow'."
+            raise ValueError(msg)
+        if residual_penalty < 0:
+            msg = f"residual_penalty={residual_penalty}; it must be >= 0."
             raise ValueError(msg)
         if int(accumulate_grad_batches) < 1:
             msg = f"accumulate_grad_batches={accumulate_grad_batches}; it must be at least 1."
@@ -127,6 +140,8 @@ class TrajVITrainingPlan(TrainingPlan):
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.max_consecutive_skips = int(max_consecutive_skips)
+        self.velocity_lr = velocity_lr
+        self.residual_penalty = float(residual_penalty)
         self.consecutive_skips = 0
         self.total_skipped_steps = 0
         self.total_repaired = 0
@@ -134,12 +149,13 @@ class TrajVITrainingPlan(TrainingPlan):
 
     # -- optimizers ------------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """One Adam per parameter group: the VAE and the discriminator."""
+        """One Adam per parameter group: the VAE, the discriminator and the velocity field."""
         vae = torch.optim.Adam(self.module.vae_parameters(), lr=self.lr, eps=self.eps, weight_decay=self.weight_decay)
         disc = torch.optim.Adam(
             self.module.discriminator_parameters(), lr=self.adversary_lr, weight_decay=self.weight_decay
         )
-        return [vae, disc]
+        velocity = torch.optim.Adam(self.module.velocity_parameters(), lr=self.velocity_lr)
+        return [vae, disc, velocity]
 
     @property
     def use_adversary(self) -> bool:
@@ -218,12 +234,28 @@ class TrajVITrainingPlan(TrainingPlan):
                     logger.warning("%s step %d: %s.", stage, self.global_step, repair.describe())
 
     # -- phase 1 -------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: Any, batch_idx: int) -> None:
         """Run the step of the current phase."""
-        self._vae_step(batch, batch_idx)
+        if self.phase == "flow":
+            self._flow_step(batch, batch_idx)
+        else:
+            self._vae_step(batch, batch_idx)
+
+    def _flow_step(self, batch: Any, batch_idx: int) -> None:
+        opt_velocity = self.optimizers()[2]
+        z0, z1, t0, t1 = batch
+        loss, fm, res = flow_matching_loss(self.module.velocity, z0, z1, t0, t1, residual_penalty=self.residual_penalty)
+        norm, stepped = self._guarded_step(opt_velocity, self.module.velocity_parameters(), loss, batch_idx)
+        if stepped is not None:
+            self._record_skip(not stepped, "flow-matching loss or gradient")
+        log = {"on_step": False, "on_epoch": True, "batch_size": z0.shape[0], "sync_dist": self.use_sync_dist}
+        self.log(H.FLOW + "_train", fm, prog_bar=True, **log)
+        self.log(H.RESIDUAL + "_train", res, **log)
+        if stepped:
+            self.log(H.GRAD_NORM_VELOCITY + "_train", norm, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
 
     def _vae_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        opt_vae, opt_disc = self.optimizers()
+        opt_vae, opt_disc, _ = self.optimizers()
         kl_weight = self.kl_weight
         inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": kl_weight})
         z = inference_outputs["z"]
@@ -282,7 +314,9 @@ class TrajVITrainingPlan(TrainingPlan):
 
     @torch.inference_mode()
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """ELBO terms and discriminator accuracy on the validation cells."""
+        """ELBO terms and discriminator accuracy on the validation cells (phase 1)."""
+        if self.phase == "flow":
+            return
         inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": self.kl_weight})
         self._report_repairs(loss_output, "Validation")
         n_obs = inference_outputs["z"].shape[0]

@@ -1,0 +1,98 @@
+"""``tl.trajectories``: simulated latent paths written into an AnnData."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from ._latent import latent as _latent
+from ._utils import check_model
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from trajvi.model import TrajVI
+
+
+def trajectories(
+    adata: AnnData,
+    model: TrajVI,
+    *,
+    source: str | None = None,
+    target: str | None = None,
+    t_span: tuple[float, float] | None = None,
+    indices: Sequence[int] | None = None,
+    n_steps: int = 50,
+    method: Literal["euler", "rk4", "dopri5"] = "euler",
+    latent_key: str = "X_trajvi",
+    key_added: str = "trajvi",
+    batch_size: int = 1024,
+    copy: bool = False,
+) -> AnnData | None:
+    """Simulate each source cell's latent path and write it into ``adata``.
+
+    Parameters
+    ----------
+    adata
+        AnnData with the model's genes.
+    model
+        A :class:`~trajvi.TrajVI` with a trained velocity field (:meth:`~trajvi.TrajVI.train_trajectories`).
+    source, target, t_span, indices, n_steps, method, batch_size
+        As in :meth:`~trajvi.TrajVI.simulate_trajectory`.
+    latent_key
+        ``obsm`` key of the latent of every cell (written by :func:`~trajvi.tl.latent` when missing), used
+        by :func:`trajvi.pl.trajectories` to place path points among the cells.
+    key_added
+        Key of the results.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the copy when ``copy=True``. Writes
+
+    - ``obsm[key_added]``: ``(n_cells, n_steps + 1, n_latent)`` latent paths; ``NaN`` for cells that were not
+      simulated;
+    - ``uns[key_added]``: ``times``, ``simulated`` (boolean mask of the simulated cells) and ``params``;
+    - ``obsm[latent_key]`` and the matching ``varm``/``uns`` entries, if they were missing.
+    """
+    check_model(model, adata)
+    model._require_phase2()
+    if copy:
+        adata = adata.copy()
+    if latent_key not in adata.obsm:
+        _latent(adata, model, key_added=latent_key, batch_size=batch_size)
+    result = model.simulate_trajectory(
+        adata,
+        indices=indices,
+        source=source,
+        target=target,
+        t_span=t_span,
+        n_steps=n_steps,
+        method=method,
+        decode=False,
+        batch_size=batch_size,
+    )
+    rows = adata.obs_names.get_indexer(result.cells)
+    n_times, _, n_latent = result.latent.shape
+    paths = np.full((adata.n_obs, n_times, n_latent), np.nan, dtype=np.float32)
+    paths[rows] = np.transpose(result.latent, (1, 0, 2))
+    simulated = np.zeros(adata.n_obs, dtype=bool)
+    simulated[rows] = True
+    adata.obsm[key_added] = paths
+    adata.uns[key_added] = {
+        "times": np.asarray(result.times, dtype=float),
+        "simulated": simulated,
+        "params": {
+            "source": result.source,
+            "target": result.target if result.target is not None else "",
+            "t_span": [float(result.times[0]), float(result.times[-1])],
+            "n_steps": int(n_steps),
+            "method": method,
+            "latent_key": latent_key,
+            "path": list(model.trajectory_path_),
+        },
+    }
+    return adata if copy else None

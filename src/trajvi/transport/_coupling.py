@@ -1,0 +1,277 @@
+"""``Coupling``, an OT plan stored as blocks (groups and/or minibatches), and ``couple_sets``, which builds one."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from trajvi._logging import logger
+
+from ._couple import OTMethod, _check_options, couple
+from ._standardize import check_point_set, standardize
+
+_PREVIEW = 10  # group names listed in a message before "..."
+
+
+@dataclass
+class Coupling:
+    """Plan between a source and a target set, stored as blocks (groups and/or minibatches).
+
+    The full plan is zero outside the blocks; inside block ``k`` it is ``weights[k] * plans[k]`` on the
+    rows ``source_index[k]`` and the columns ``target_index[k]``.
+
+    Attributes
+    ----------
+    source_index
+        Global row indices (into the source set) of each block.
+    target_index
+        Global column indices (into the target set) of each block.
+    plans
+        Each block's plan, ``(len(source_index[k]), len(target_index[k]))``, of total mass 1.
+    weights
+        Mass of each block; sums to 1.
+    groups
+        Group label of each block (``None`` without grouping).
+    n_source
+        Number of cells in the source set.
+    n_target
+        Number of cells in the target set.
+    """
+
+    source_index: list[np.ndarray]
+    target_index: list[np.ndarray]
+    plans: list[np.ndarray]
+    weights: np.ndarray
+    groups: list[str | None]
+    n_source: int
+    n_target: int
+
+    def __post_init__(self) -> None:
+        self.weights = np.asarray(self.weights, dtype=np.float64)
+        n = len(self.plans)
+        if not len(self.source_index) == len(self.target_index) == len(self.groups) == self.weights.size == n:
+            msg = "source_index, target_index, plans, weights and groups must have one entry per block."
+            raise ValueError(msg)
+        for k, (rows, cols, plan) in enumerate(zip(self.source_index, self.target_index, self.plans)):
+            if plan.shape != (len(rows), len(cols)):
+                msg = f"Block {k} has a plan of shape {plan.shape} for {len(rows)} source and {len(cols)} target cells."
+                raise ValueError(msg)
+        if n and (np.any(self.weights < 0) or not np.isclose(self.weights.sum(), 1.0)):
+            msg = f"weights must be non-negative and sum to 1; got sum {self.weights.sum():.6g}."
+            raise ValueError(msg)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of blocks."""
+        return len(self.plans)
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n`` (source, target) index pairs by plan mass.
+
+        A block is drawn by its weight, then an entry of its plan by its mass; entries of zero mass are
+        never drawn. The pairs come in random order.
+
+        Parameters
+        ----------
+        n
+            Number of pairs.
+        rng
+            Random generator or seed.
+
+        Returns
+        -------
+        ``(source, target)``: two int64 arrays of length ``n`` with global indices into the two sets.
+        """
+        if int(n) != n or n < 0:
+            msg = f"n must be a non-negative integer; got {n}."
+            raise ValueError(msg)
+        n = int(n)
+        rng = np.random.default_rng(rng)
+        counts = rng.multinomial(n, self.weights / self.weights.sum())
+        sources, targets = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+        for k in np.flatnonzero(counts):
+            plan = self.plans[k]
+            flat = plan.ravel()
+            support = np.flatnonzero(flat > 0)  # exact plans are sparse: draw among the non-zero entries
+            cdf = np.cumsum(flat[support])
+            picked = np.searchsorted(cdf, rng.random(counts[k]) * cdf[-1], side="right")
+            rows, cols = np.divmod(support[np.minimum(picked, support.size - 1)], plan.shape[1])
+            sources.append(np.asarray(self.source_index[k], dtype=np.int64)[rows])
+            targets.append(np.asarray(self.target_index[k], dtype=np.int64)[cols])
+        order = rng.permutation(n)
+        return np.concatenate(sources)[order], np.concatenate(targets)[order]
+
+    def to_dense(self) -> np.ndarray:
+        """The full ``(n_source, n_target)`` plan, of total mass 1 (for tests and small data)."""
+        dense = np.zeros((self.n_source, self.n_target))
+        for rows, cols, plan, weight in zip(self.source_index, self.target_index, self.plans, self.weights):
+            dense[np.ix_(rows, cols)] += weight * plan
+        return dense
+
+
+def couple_sets(
+    z_source: np.ndarray,
+    z_target: np.ndarray,
+    *,
+    method: OTMethod = "exact",
+    groups_source: np.ndarray | None = None,
+    groups_target: np.ndarray | None = None,
+    group_weighting: Literal["source", "balanced"] = "source",
+    batch_size: int | None = None,
+    epsilon: float = 0.05,
+    reg_m: float = 1.0,
+    standardize_sets: bool = True,
+    source_name: str = "source",
+    target_name: str = "target",
+    rng: np.random.Generator | int | None = None,
+) -> Coupling:
+    """Couple two sets of latent cell states by optimal transport, within groups and minibatches.
+
+    Parameters
+    ----------
+    z_source
+        Source cells, ``(n_source, n_dims)``.
+    z_target
+        Target cells, ``(n_target, n_dims)``.
+    method
+        OT solver of each block, see :func:`couple`.
+    groups_source
+        Group label of each source cell (e.g. cell types); cells are only coupled within their group.
+    groups_target
+        Group label of each target cell; pass both label arrays or neither.
+    group_weighting
+        ``"source"``: a group's mass is proportional to its source cells; ``"balanced"``: every group
+        has the same mass.
+    batch_size
+        Blocks with more cells than this on either side are split at random into ``k`` minibatches,
+        ``k = ceil(max(n_source, n_target) / batch_size)`` (at most the smaller side's size), and chunk
+        ``i`` of the source is coupled with chunk ``i`` of the target. ``None`` couples each block whole.
+    epsilon
+        Entropic regularisation, relative to the mean cost, see :func:`couple`.
+    reg_m
+        Marginal penalty of ``method="unbalanced"``.
+    standardize_sets
+        z-score each whole set separately first (see :func:`standardize`), so the coupling matches
+        cells by their position within their own condition rather than by the shift between conditions.
+    source_name
+        Name of the source condition in messages.
+    target_name
+        Name of the target condition in messages.
+    rng
+        Random generator or seed of the minibatch split; the same seed gives the same coupling.
+
+    Returns
+    -------
+    The coupling, with one block per (group, minibatch).
+    """
+    source_label, target_label = f"condition {source_name!r}", f"condition {target_name!r}"
+    _check_options(method, epsilon, reg_m, 1, 1)
+    if group_weighting not in ("source", "balanced"):
+        msg = f"group_weighting must be 'source' or 'balanced'; got {group_weighting!r}."
+        raise ValueError(msg)
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        msg = f"batch_size must be a positive integer or None; got {batch_size}."
+        raise ValueError(msg)
+    if standardize_sets:
+        z_source, z_target = standardize(z_source, name=source_label)[0], standardize(z_target, name=target_label)[0]
+    else:
+        z_source, z_target = check_point_set(z_source, name=source_label), check_point_set(z_target, name=target_label)
+    if z_source.shape[1] != z_target.shape[1]:
+        msg = f"The {source_label} has {z_source.shape[1]} dimensions but the {target_label} has {z_target.shape[1]}."
+        raise ValueError(msg)
+    rng = np.random.default_rng(rng)
+
+    blocks = _group_blocks(
+        groups_source, groups_target, z_source.shape[0], z_target.shape[0], source_label, target_label
+    )
+    if group_weighting == "source":
+        group_mass = np.array([rows.size for _, rows, _ in blocks], dtype=np.float64)
+    else:
+        group_mass = np.ones(len(blocks))
+    group_mass /= group_mass.sum()
+
+    source_index, target_index, plans, weights, labels = [], [], [], [], []
+    for (label, rows, cols), mass in zip(blocks, group_mass):
+        for chunk_rows, chunk_cols in _minibatches(rows, cols, batch_size, rng):
+            plan = couple(z_source[chunk_rows], z_target[chunk_cols], method=method, epsilon=epsilon, reg_m=reg_m)
+            source_index.append(chunk_rows)
+            target_index.append(chunk_cols)
+            plans.append(plan / plan.sum())
+            weights.append(mass * chunk_rows.size / rows.size)
+            labels.append(label)
+    weights = np.asarray(weights)
+    logger.debug(
+        "Coupled %d source and %d target cells by %s OT in %d block(s).",
+        sum(r.size for r in source_index),
+        sum(c.size for c in target_index),
+        method,
+        len(plans),
+    )
+    return Coupling(
+        source_index, target_index, plans, weights / weights.sum(), labels, z_source.shape[0], z_target.shape[0]
+    )
+
+
+def _labels(groups: np.ndarray, n: int, *, name: str, set_label: str) -> np.ndarray:
+    if np.ndim(groups) != 1 or len(groups) != n:
+        msg = f"{name} must have one label per cell of the {set_label} ({n}); got shape {np.shape(groups)}."
+        raise ValueError(msg)
+    values = pd.Series(np.asarray(groups, dtype=object))
+    n_missing = int(values.isna().sum())
+    if n_missing:
+        msg = f"{name} has {n_missing} missing label(s); label every cell of the {set_label} or drop them."
+        raise ValueError(msg)
+    return values.astype(str).to_numpy()
+
+
+def _preview(names: list[str]) -> str:
+    shown = ", ".join(map(repr, names[:_PREVIEW]))
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _PREVIEW else "")
+
+
+def _group_blocks(
+    groups_source: np.ndarray | None,
+    groups_target: np.ndarray | None,
+    n_source: int,
+    n_target: int,
+    source_label: str,
+    target_label: str,
+) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
+    """``(group, source rows, target rows)`` of each group present on both sides (one ``None`` block without groups)."""
+    if groups_source is None and groups_target is None:
+        return [(None, np.arange(n_source), np.arange(n_target))]
+    if groups_source is None or groups_target is None:
+        msg = "Pass both groups_source and groups_target, or neither."
+        raise ValueError(msg)
+    source = _labels(groups_source, n_source, name="groups_source", set_label=source_label)
+    target = _labels(groups_target, n_target, name="groups_target", set_label=target_label)
+    source_groups, target_groups = set(source), set(target)
+    shared = sorted(source_groups & target_groups)
+    if not shared:
+        msg = (
+            f"No group has cells in both conditions: the {source_label} has groups "
+            f"{_preview(sorted(source_groups))}; the {target_label} has {_preview(sorted(target_groups))}."
+        )
+        raise ValueError(msg)
+    only_source, only_target = sorted(source_groups - target_groups), sorted(target_groups - source_groups)
+    if only_source:
+        logger.info("Left out of the coupling, no cells in the %s: group(s) %s.", target_label, _preview(only_source))
+    if only_target:
+        logger.info("Left out of the coupling, no cells in the %s: group(s) %s.", source_label, _preview(only_target))
+    return [(group, np.flatnonzero(source == group), np.flatnonzero(target == group)) for group in shared]
+
+
+def _minibatches(
+    rows: np.ndarray, cols: np.ndarray, batch_size: int | None, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split a block into ``k`` random chunk pairs, at most the smaller side's size so no chunk is empty."""
+    if batch_size is None or max(rows.size, cols.size) <= batch_size:
+        return [(rows, cols)]
+    k = min(math.ceil(max(rows.size, cols.size) / batch_size), rows.size, cols.size)
+    row_chunks = np.array_split(rng.permutation(rows), k)
+    col_chunks = np.array_split(rng.permutation(cols), k)
+    return [(np.sort(r), np.sort(c)) for r, c in zip(row_chunks, col_chunks)]

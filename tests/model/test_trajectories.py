@@ -1,0 +1,178 @@
+"""Phase 2 and inference on synthetic data with a known answer."""
+
+import numpy as np
+import pytest
+import torch
+
+import trajvi
+from tests.conftest import TRAIN_KW
+from trajvi.tl import expression_energy_distance
+
+HELD_OUT = "type_0"
+
+
+@pytest.fixture(scope="module")
+def perturbation():
+    """A model trained without the stimulated cells of one cell type, and those cells as the truth."""
+    import scvi
+
+    scvi.settings.seed = 0
+    full = trajvi.data.synthetic(1600, 200, n_cell_types=4, effect_size=1.5, seed=11)
+    held = (full.obs["cell_type"] == HELD_OUT) & (full.obs["condition"] == "stimulated")
+    adata = full[~held.to_numpy()].copy()
+    truth = full[held.to_numpy()].copy()
+    trajvi.TrajVI.setup_anndata(adata, "condition", batch_key="batch")
+    model = trajvi.TrajVI(adata, n_latent=8, adversarial_weight=1.0)
+    model.train(max_epochs=40, **TRAIN_KW)
+    model.train_trajectories(
+        ["control", "stimulated"], couple_within="cell_type", max_epochs=40, validation_epochs=20, **TRAIN_KW
+    )
+    return model, adata, truth, full
+
+
+def _held_out_sources(adata):
+    return np.flatnonzero(((adata.obs["cell_type"] == HELD_OUT) & (adata.obs["condition"] == "control")).to_numpy())
+
+
+def test_predicted_cells_are_closer_to_the_truth_than_the_sources(perturbation):
+    model, adata, truth, full = perturbation
+    sources = _held_out_sources(adata)
+    predicted = model.predict(source="control", target="stimulated", indices=sources, n_samples=2)
+    d_pred = expression_energy_distance(predicted.X, truth.X, reference=full.X)
+    d_src = expression_energy_distance(adata.X[sources], truth.X, reference=full.X)
+    assert d_pred < 0.5 * d_src, (d_pred, d_src)
+
+
+def test_validation_chose_a_penalty_and_history_has_phase2(perturbation):
+    model, *_ = perturbation
+    assert model.residual_penalty_ in (0.0, 1.0, 10.0, 1e4)
+    table = model.trajectory_validation_
+    assert set(table) == {"0.0", "1.0", "10.0", "10000.0"}
+    assert {"type_1", "type_2", "type_3", "mean"} <= set(table["0.0"])  # the held-out type has no targets
+    assert "flow_matching_loss_train" in model.history
+    n1 = len(model.history["reconstruction_loss_train"])
+    assert model.history["flow_matching_loss_train"].index[0] == n1
+
+
+def test_prediction_anndata_is_usable_by_scanpy(perturbation):
+    import scanpy as sc
+
+    model, adata, *_ = perturbation
+    sources = _held_out_sources(adata)[:30]
+    pred = model.predict(source="control", target="stimulated", indices=sources, n_samples=3)
+    assert pred.shape == (90, adata.n_vars)
+    assert list(pred.var_names) == list(adata.var_names)
+    x = pred.X.toarray()
+    assert (x >= 0).all() and np.array_equal(x, np.round(x))
+    assert pred.layers["trajvi_mean"].shape == pred.shape
+    assert set(pred.obs["source_cell"]) == set(adata.obs_names[sources])
+    assert (pred.obs["condition"] == "stimulated").all() and (pred.obs["source_condition"] == "control").all()
+    assert "cell_type" in pred.obs and "_scvi_batch" not in pred.obs
+    both = sc.concat([adata[sources].copy(), pred], label="origin", keys=["real", "predicted"])
+    sc.pp.normalize_total(both, target_sum=1e4)
+    sc.pp.log1p(both)
+    sc.tl.rank_genes_groups(both, "origin", method="wilcoxon")
+    assert "names" in both.uns["rank_genes_groups"]
+
+
+def test_integrators_agree_and_euler_converges(perturbation):
+    model, adata, *_ = perturbation
+    idx = _held_out_sources(adata)[:20]
+    ends = {}
+    for method, steps in (("rk4", 20), ("dopri5", 20), ("euler", 5), ("euler", 20), ("euler", 80)):
+        r = model.simulate_trajectory(indices=idx, method=method, n_steps=steps, decode=False)
+        ends[(method, steps)] = r.latent[-1]
+    np.testing.assert_allclose(ends[("rk4", 20)], ends[("dopri5", 20)], atol=1e-3)
+    errs = [np.abs(ends[("euler", n)] - ends[("rk4", 20)]).max() for n in (5, 20, 80)]
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_simulation_shapes_genes_and_gradients(perturbation):
+    model, adata, *_ = perturbation
+    idx = _held_out_sources(adata)[:7]
+    genes = list(adata.var_names[:3])
+    r = model.simulate_trajectory(indices=idx, n_steps=10, genes=genes, batch_size=3)
+    assert r.latent.shape == (11, 7, 8) and r.expression.shape == (11, 7, 3)
+    assert r.times[0] == 0.0 and r.times[-1] == 1.0 and r.genes == genes
+    full = model.simulate_trajectory(indices=idx, n_steps=10)
+    np.testing.assert_allclose(full.expression[:, :, :3], r.expression, rtol=1e-5)
+    g = model.simulate_trajectory(indices=idx, n_steps=5, with_grad=True, genes=genes)
+    assert isinstance(g.latent, torch.Tensor) and g.latent.requires_grad
+    model.module.velocity.zero_grad()
+    g.expression.sum().backward()
+    grads = [p.grad for p in model.module.velocity_parameters()]
+    assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
+    model.module.zero_grad(set_to_none=True)
+
+
+def test_save_load_keeps_the_velocity_field(perturbation, tmp_path):
+    model, adata, *_ = perturbation
+    idx = _held_out_sources(adata)[:10]
+    before = model.simulate_trajectory(indices=idx, n_steps=10, decode=False).latent
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = trajvi.TrajVI.load(tmp_path / "m", adata=adata)
+    assert loaded.trajectory_path_ == ["control", "stimulated"]
+    np.testing.assert_array_equal(loaded.simulate_trajectory(indices=idx, n_steps=10, decode=False).latent, before)
+
+
+def test_calls_in_the_wrong_order(synthetic_adata):
+    trajvi.TrajVI.setup_anndata(synthetic_adata, "condition")
+    model = trajvi.TrajVI(synthetic_adata, n_latent=3, n_hidden=16)
+    with pytest.raises(RuntimeError, match=r"Run model\.train\(\) first"):
+        model.train_trajectories(["control", "stimulated"])
+    model.train(max_epochs=1, **TRAIN_KW)
+    with pytest.raises(RuntimeError, match="train_trajectories"):
+        model.simulate_trajectory()
+    with pytest.raises(RuntimeError, match="train_trajectories"):
+        model.predict(source="control", target="stimulated")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"path": ["control", "treated"]}, "not a condition"),
+        ({"path": ["control"]}, "at least two"),
+        ({"path": ["control", "stimulated"], "ot_method": "greedy"}, "ot_method"),
+        ({"path": ["control", "stimulated"], "residual_penalty": -1.0}, "residual_penalty"),
+        ({"path": ["control", "stimulated"], "couple_within": "celltype"}, "celltype"),
+    ],
+)
+def test_bad_phase2_arguments(synthetic_adata, kwargs, match):
+    trajvi.TrajVI.setup_anndata(synthetic_adata, "condition")
+    model = trajvi.TrajVI(synthetic_adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=1, **TRAIN_KW)
+    with pytest.raises((ValueError, KeyError), match=match):
+        model.train_trajectories(**kwargs, max_epochs=1, **TRAIN_KW)
+
+
+def test_second_call_retrains_phase2_only(perturbation):
+    model, *_ = perturbation
+    vae_before = {k: v.clone() for k, v in model.module.state_dict().items() if not k.startswith("velocity")}
+    n_flow = len(model.history["flow_matching_loss_train"])
+    model.train_trajectories(["control", "stimulated"], residual_penalty=1.0, max_epochs=3, **TRAIN_KW)
+    after = model.module.state_dict()
+    for key, value in vae_before.items():
+        torch.testing.assert_close(after[key], value, msg=key)
+    assert len(model.history["flow_matching_loss_train"]) == n_flow + 3
+    assert model.residual_penalty_ == 1.0 and model.couple_within_ is None
+
+
+def test_held_out_time_point_is_interpolated():
+    import scvi
+
+    scvi.settings.seed = 0
+    full = trajvi.data.synthetic(1600, 200, kind="time_course", n_time_points=4, seed=3)
+    middle = (full.obs["condition"] == "t2").to_numpy()
+    adata = full[~middle].copy()
+    trajvi.TrajVI.setup_anndata(adata, "condition", batch_key="batch", time_key="time")
+    model = trajvi.TrajVI(adata, n_latent=8, adversarial_weight=0.0)
+    model.train(max_epochs=40, **TRAIN_KW)
+    model.train_trajectories(["t0", "t1", "t3"], max_epochs=40, validation_epochs=20, **TRAIN_KW)
+    assert model.trajectory_times_ == [0.0, 1.0, 3.0]
+    assert set(model.trajectory_validation_["0.0"]) == {"t1", "mean"}
+    pred = model.predict(source="t1", t_span=(1.0, 2.0), n_samples=2)
+    assert (pred.obs["condition"] == "t=2").all()
+    prev = (adata.obs["condition"] == "t1").to_numpy()
+    d_pred = expression_energy_distance(pred.X, full.X[middle], reference=full.X)
+    d_prev = expression_energy_distance(adata.X[prev], full.X[middle], reference=full.X)
+    assert d_pred < 0.7 * d_prev, (d_pred, d_prev)

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from trajvi.transport import Coupling, couple, couple_sets, standardize
+
+
+@pytest.fixture
+def trajvi_log(caplog):
+    logger = logging.getLogger("trajvi")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="trajvi")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def _sets(n: int = 12, m: int = 10, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.normal(2.0, 3.0, size=(m, d))
+
+
+def _chi2_ok(observed: np.ndarray, expected: np.ndarray) -> bool:
+    keep = expected > 0
+    dof = keep.sum() - 1
+    chi2 = (((observed - expected) ** 2)[keep] / expected[keep]).sum()
+    return chi2 < dof + 5 * np.sqrt(2 * dof)
+
+
+def test_whole_sets_are_standardized_then_coupled():
+    # 1-D sets of different location and scale: after standardizing, the plan matches cells by rank.
+    x = np.array([[3.0], [0.0], [1.0], [2.0]])
+    y = np.array([[100.0], [400.0], [300.0], [200.0]])
+    coupling = couple_sets(x, y)
+    expected = np.zeros((4, 4))
+    expected[[1, 2, 3, 0], [0, 3, 2, 1]] = 0.25
+    np.testing.assert_allclose(coupling.to_dense(), expected, atol=1e-15)
+    assert coupling.n_blocks == 1
+    assert coupling.groups == [None]
+    assert (coupling.n_source, coupling.n_target) == (4, 4)
+    np.testing.assert_array_equal(coupling.weights, [1.0])
+
+
+@pytest.mark.parametrize("standardize_sets", [True, False])
+def test_single_block_equals_couple(standardize_sets):
+    x, y = _sets()
+    coupling = couple_sets(x, y, method="sinkhorn", epsilon=0.1, standardize_sets=standardize_sets)
+    if standardize_sets:
+        x, y = standardize(x)[0], standardize(y)[0]
+    np.testing.assert_allclose(coupling.to_dense(), couple(x, y, method="sinkhorn", epsilon=0.1), atol=1e-12)
+
+
+def test_errors_name_the_condition():
+    x, y = _sets()
+    with pytest.raises(ValueError, match=r"condition 'stimulated' is empty"):
+        couple_sets(x, y[:0], target_name="stimulated")
+    with pytest.raises(ValueError, match=r"condition 'ctrl' is empty"):
+        couple_sets(x[:0], y, source_name="ctrl", standardize_sets=False)
+    x[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"condition 'ctrl' has 1 NaN/Inf value.*training history"):
+        couple_sets(x, y, source_name="ctrl")
+    with pytest.raises(ValueError, match=r"condition 'a' has 3 dimensions but the condition 'b' has 2"):
+        couple_sets(y, y[:, :2], source_name="a", target_name="b")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "greedy"}, "method must be one of 'exact', 'sinkhorn', 'unbalanced'"),
+        ({"group_weighting": "target"}, "group_weighting must be 'source' or 'balanced'"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"groups_source": np.array(["a"] * 12)}, "Pass both groups_source and groups_target"),
+        (
+            {"groups_source": np.array(["a"] * 11), "groups_target": np.array(["a"] * 10)},
+            r"groups_source must have one label per cell of the condition 'source' \(12\)",
+        ),
+        (
+            {"groups_source": np.array(["a"] * 11 + [None]), "groups_target": np.array(["a"] * 10)},
+            r"groups_source has 1 missing label",
+        ),
+    ],
+)
+def test_bad_options_are_rejected(kwargs, match):
+    x, y = _sets()
+    with pytest.raises(ValueError, match=match):
+        couple_sets(x, y, **kwargs)
+
+
+def test_single_cell_source_is_coupled_to_every_target(trajvi_log):
+    _, y = _sets()
+    coupling = couple_sets(np.ones((1, 3)), y, source_name="rare")
+    np.testing.assert_allclose(coupling.to_dense(), np.full((1, 10), 0.1))
+    assert any("condition 'rare' has a single cell" in r.getMessage() for r in trajvi_log.records)
+
+
+def test_groups_are_coupled_separately_and_unmatched_groups_dropped(trajvi_log):
+    x, y = _sets(n=12, m=10)
+    groups_source = np.array(["B"] * 6 + ["A"] * 4 + ["only_src"] * 2)
+    groups_target = np.array(["A"] * 3 + ["B"] * 5 + ["only_tgt"] * 2)
+    coupling = couple_sets(x, y, groups_source=groups_source, groups_target=groups_target, source_name="ctrl")
+    assert coupling.groups == ["A", "B"]
+    np.testing.assert_array_equal(coupling.source_index[0], [6, 7, 8, 9])
+    np.testing.assert_array_equal(coupling.target_index[0], [0, 1, 2])
+    np.testing.assert_allclose(coupling.weights, [0.4, 0.6])
+    dense = coupling.to_dense()
+    same_group = groups_source[:, None] == groups_target[None, :]
+    assert dense[~same_group].sum() == 0.0
+    # group mass follows its source cells, and within a group every source cell keeps its share
+    np.testing.assert_allclose(dense.sum(axis=1), np.r_[np.full(10, 0.1), 0.0, 0.0], atol=1e-15)
+    notes = [r.getMessage() for r in trajvi_log.records if r.levelno == logging.INFO]
+    assert any("'only_src'" in m and "no cells in the condition 'target'" in m for m in notes)
+    assert any("'only_tgt'" in m and "no cells in the condition 'ctrl'" in m for m in notes)
+
+
+def test_balanced_group_weighting_gives_equal_mass():
+    x, y = _sets(n=12, m=10)
+    groups_source = np.array(["A"] * 10 + ["B"] * 2)
+    groups_target = np.array(["A"] * 5 + ["B"] * 5)
+    coupling = couple_sets(x, y, groups_source=groups_source, groups_target=groups_target, group_weighting="balanced")
+    np.testing.assert_allclose(coupling.weights, [0.5, 0.5])
+    np.testing.assert_allclose(coupling.to_dense()[10:].sum(), 0.5)
+
+
+def test_groups_without_overlap_raise_naming_both_sides():
+    x, y = _sets()
+    with pytest.raises(ValueError, match=r"condition 'ctrl' has groups 'T'; the condition 'stim' has 'B', 'NK'"):
+        couple_sets(
+            x,
+            y,
+            groups_source=np.array(["T"] * 12),
+            groups_target=np.array(["B"] * 5 + ["NK"] * 5),
+            source_name="ctrl",
+            target_name="stim",
+        )
+
+
+def test_categorical_group_labels_are_accepted():
+    pd = pytest.importorskip("pandas")
+    x, y = _sets()
+    coupling = couple_sets(
+        x, y, groups_source=pd.Categorical(["a", "b"] * 6), groups_target=pd.Categorical(["b", "a"] * 5)
+    )
+    assert coupling.groups == ["a", "b"]
+
+
+def test_minibatches_cover_every_cell_once():
+    x, y = _sets(n=50, m=30)
+    coupling = couple_sets(x, y, batch_size=16, rng=0)
+    assert coupling.n_blocks == 4  # ceil(50 / 16)
+    np.testing.assert_array_equal(np.sort(np.concatenate(coupling.source_index)), np.arange(50))
+    np.testing.assert_array_equal(np.sort(np.concatenate(coupling.target_index)), np.arange(30))
+    assert all(len(rows) <= 16 and len(cols) <= 16 for rows, cols in zip(coupling.source_index, coupling.target_index))
+    np.testing.assert_allclose(coupling.weights, [len(rows) / 50 for rows in coupling.source_index])
+    assert coupling.weights.sum() == pytest.approx(1.0)
+    for plan in coupling.plans:
+        assert plan.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(coupling.to_dense().sum(axis=1), 1 / 50, atol=1e-15)
+
+
+def test_minibatches_are_reproducible():
+    x, y = _sets(n=50, m=30)
+    first, again = couple_sets(x, y, batch_size=16, rng=3), couple_sets(x, y, batch_size=16, rng=3)
+    other = couple_sets(x, y, batch_size=16, rng=4)
+    np.testing.assert_array_equal(first.to_dense(), again.to_dense())
+    assert not np.array_equal(first.to_dense(), other.to_dense())
+    np.testing.assert_array_equal(first.sample(100, rng=1)[0], again.sample(100, rng=1)[0])
+
+
+def test_minibatches_never_leave_a_side_empty():
+    x, y = _sets(n=3, m=40)
+    coupling = couple_sets(x, y, batch_size=10, rng=0)
+    assert coupling.n_blocks == 3  # ceil(40 / 10) = 4 chunks, capped by the 3 source cells
+    assert [len(rows) for rows in coupling.source_index] == [1, 1, 1]
+    assert sorted(len(cols) for cols in coupling.target_index) == [13, 13, 14]
+
+
+def test_minibatches_within_groups_keep_group_mass():
+    x, y = _sets(n=40, m=40)
+    groups = np.array(["A"] * 30 + ["B"] * 10)
+    coupling = couple_sets(x, y, groups_source=groups, groups_target=groups, batch_size=8, rng=0)
+    labels = np.array(coupling.groups)
+    assert (labels == "A").sum() == 4 and (labels == "B").sum() == 2
+    assert coupling.weights[labels == "A"].sum() == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+def test_sample_frequencies_follow_plan_mass(method):
+    x, y = _sets(n=8, m=6)
+    groups_source = np.array(["A"] * 5 + ["B"] * 3)
+    groups_target = np.array(["A"] * 4 + ["B"] * 2)
+    coupling = couple_sets(x, y, method=method, epsilon=0.2, groups_source=groups_source, groups_target=groups_target)
+    n = 50_000
+    source, target = coupling.sample(n, rng=7)
+    assert source.dtype == np.int64 and source.shape == target.shape == (n,)
+    observed = np.zeros((8, 6))
+    np.add.at(observed, (source, target), 1)
+    expected = n * coupling.to_dense()
+    assert observed[expected == 0].sum() == 0  # zero-mass entries (other group, sparse exact plan) never drawn
+    assert _chi2_ok(observed, expected)
+    assert not _chi2_ok(observed[::-1], expected)  # the check can fail
+
+
+def test_sample_is_shuffled_and_reproducible():
+    x, y = _sets(n=20, m=20)
+    groups = np.array(["A"] * 10 + ["B"] * 10)
+    coupling = couple_sets(x, y, groups_source=groups, groups_target=groups)
+    source, target = coupling.sample(1000, rng=0)
+    again = coupling.sample(1000, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(source, again[0])
+    np.testing.assert_array_equal(target, again[1])
+    assert np.any(np.diff((source >= 10).astype(int)) < 0)  # the two blocks' pairs are interleaved
+    empty = coupling.sample(0, rng=0)
+    assert empty[0].shape == (0,) and empty[1].dtype == np.int64
+    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+        coupling.sample(-1)
+
+
+def test_coupling_checks_its_blocks():
+    with pytest.raises(ValueError, match=r"Block 0 has a plan of shape \(2, 2\) for 2 source and 3 target cells"):
+        Coupling([np.arange(2)], [np.arange(3)], [np.full((2, 2), 0.25)], np.array([1.0]), [None], 2, 3)
+    with pytest.raises(ValueError, match="weights must be non-negative and sum to 1"):
+        Coupling([np.arange(2)], [np.arange(2)], [np.full((2, 2), 0.25)], np.array([0.5]), [None], 2, 2)
