@@ -1,5 +1,6 @@
 """The scvi-tools model class."""
 
+from ._inference import TrajectoryResult
 from ._model import TrajVI
 
-__all__ = ["TrajVI"]
+__all__ = ["TrajVI", "TrajectoryResult"]

@@ -17,8 +17,9 @@ from trajvi._constants import REGISTRY_KEYS
 from trajvi._logging import logger
 from trajvi.data import validate_anndata
 from trajvi.module import TrajVIModule
-from trajvi.train import TrajVITrainingPlan, TrajVITrainRunner
+from trajvi.train import TrajVITrainingPlan, TrajVITrainRunner, monitor_callbacks
 
+from ._inference import InferenceMixin
 from ._trajectories import TrajectoryMixin
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 AdversarialTarget = Literal["condition", "batch"]
 
 
-class TrajVI(TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
@@ -240,6 +241,10 @@ class TrajVI(TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         gradient_clip_val: float | None = 50.0,
         accumulate_grad_batches: int = 1,
         max_consecutive_skips: int = 20,
+        monitor_gradients_every_n_steps: int | None = None,
+        check_gradients_every_n_epochs: int | None = None,
+        monitor_parameters: bool = False,
+        loss_curves_dir: str | None = None,
         train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
@@ -270,6 +275,17 @@ class TrajVI(TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelClass):
             Minibatches whose gradients are summed before each optimizer step.
         max_consecutive_skips
             Stop with an error after this many consecutive steps with a non-finite loss or gradient.
+        monitor_gradients_every_n_steps
+            Log the gradient norm of each parameter block every this many optimizer steps
+            (``grad_norm/<block>`` in the history).
+        check_gradients_every_n_epochs
+            Run :func:`~trajvi.diagnostics.check_gradients` every this many epochs (a logged report, and
+            ``grad_nonfinite_count``/``grad_zero_count`` in the history).
+        monitor_parameters
+            Log statistics of each parameter block every epoch (``param_mean/<block>``, ``param_std``,
+            ``param_absmax``, ``param_nonfinite``).
+        loss_curves_dir
+            Folder that receives ``history.csv`` (every epoch) and ``history.png`` (at the end).
         train_size, validation_size, shuffle_set_split
             The train/validation split (:class:`scvi.dataloaders.DataSplitter`).
         accelerator, devices
@@ -322,6 +338,15 @@ class TrajVI(TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelClass):
             distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy")),
             **(datasplitter_kwargs or {}),
         )
+        trainer_kwargs["callbacks"] = [
+            *trainer_kwargs.get("callbacks", []),
+            *monitor_callbacks(
+                monitor_gradients_every_n_steps=monitor_gradients_every_n_steps,
+                check_gradients_every_n_epochs=check_gradients_every_n_epochs,
+                monitor_parameters=monitor_parameters,
+                loss_curves_dir=loss_curves_dir,
+            ),
+        ]
         plan = self._training_plan_cls(self.module, **plan_args)
         trainer_kwargs.setdefault("early_stopping", early_stopping)
         runner = self._train_runner_cls(

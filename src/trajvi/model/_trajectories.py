@@ -1,23 +1,18 @@
-"""Phase 2 and inference of :class:`~trajvi.TrajVI`: coupling, the velocity field, trajectories, predictions."""
+"""Phase 2 of :class:`~trajvi.TrajVI`: optimal-transport coupling and the velocity field."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy import sparse
-from scvi.distributions import NegativeBinomial
 
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._logging import logger
 from trajvi.data._checks import check_obs_key
-from trajvi.dynamics import METHODS, simulate, time_grid
-from trajvi.train import PairDataModule, Segment, TrajVITrainingPlan
+from trajvi.train import PairDataModule, Segment, TrajVITrainingPlan, monitor_callbacks
 from trajvi.transport import couple_sets
 
 from ._validation import DEFAULT_PENALTIES, Fold, select_residual_penalty
@@ -29,38 +24,8 @@ OTMethod = Literal["exact", "sinkhorn", "unbalanced"]
 Integrator = Literal["euler", "rk4", "dopri5"]
 
 
-@dataclass
-class TrajectoryResult:
-    """Simulated trajectories of a set of cells.
-
-    Attributes
-    ----------
-    latent
-        ``(T, n_cells, n_latent)`` latent path (numpy, or a torch tensor with a graph when simulated with
-        ``with_grad=True``).
-    times
-        ``(T,)`` times of the path.
-    expression
-        ``(T, n_cells, n_genes)`` decoded NB means along the path (for ``genes`` only when given), or ``None``.
-    genes
-        Names of the genes in ``expression``.
-    cells
-        Names of the simulated cells (``obs_names``).
-    source, target
-        Conditions the path starts from and goes to (``target`` is ``None`` for a ``t_span``).
-    """
-
-    latent: Any
-    times: np.ndarray
-    expression: Any = None
-    genes: list[str] = field(default_factory=list)
-    cells: list[str] = field(default_factory=list)
-    source: str | None = None
-    target: str | None = None
-
-
 class TrajectoryMixin:
-    """Phase 2 (:meth:`train_trajectories`) and inference (:meth:`simulate_trajectory`, :meth:`predict`)."""
+    """Phase 2: :meth:`train_trajectories`, and the state and checks that inference shares."""
 
     # -- state and checks --------------------------------------------------------------------------
     def _init_trajectory_state(self) -> None:
@@ -220,6 +185,10 @@ class TrajectoryMixin:
         pairs_per_epoch: int | None = None,
         indices: Sequence[int] | None = None,
         seed: int | None = None,
+        monitor_gradients_every_n_steps: int | None = None,
+        check_gradients_every_n_epochs: int | None = None,
+        monitor_parameters: bool = False,
+        loss_curves_dir: str | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         **trainer_kwargs: Any,
@@ -273,6 +242,17 @@ class TrajectoryMixin:
             Cells used in phase 2 (default: all).
         seed
             Seed of the coupling and the pair draws (default: ``scvi.settings.seed``).
+        monitor_gradients_every_n_steps
+            Log the gradient norm of each parameter block every this many optimizer steps
+            (``grad_norm/<block>`` in the history).
+        check_gradients_every_n_epochs
+            Run :func:`~trajvi.diagnostics.check_gradients` every this many epochs (a logged report, and
+            ``grad_nonfinite_count``/``grad_zero_count`` in the history).
+        monitor_parameters
+            Log statistics of each parameter block every epoch (``param_mean/<block>``, ``param_std``,
+            ``param_absmax``, ``param_nonfinite``).
+        loss_curves_dir
+            Folder that receives ``history.csv`` (every epoch) and ``history.png`` (at the end).
         accelerator, devices, **trainer_kwargs
             Passed to the scvi-tools trainer.
         """
@@ -358,6 +338,15 @@ class TrajectoryMixin:
             val_idx=getattr(self, "validation_indices", None),
             test_idx=getattr(self, "test_indices", None),
         )
+        trainer_kwargs["callbacks"] = [
+            *trainer_kwargs.get("callbacks", []),
+            *monitor_callbacks(
+                monitor_gradients_every_n_steps=monitor_gradients_every_n_steps,
+                check_gradients_every_n_epochs=check_gradients_every_n_epochs,
+                monitor_parameters=monitor_parameters,
+                loss_curves_dir=loss_curves_dir,
+            ),
+        ]
         plan = TrajVITrainingPlan(
             module, phase="flow", velocity_lr=lr, residual_penalty=float(residual_penalty), adversarial_weight=0.0
         )
@@ -382,295 +371,3 @@ class TrajectoryMixin:
         self.couple_within_ = couple_within
         self.trajectory_validation_ = table
         self.is_trajectory_trained_ = True
-
-    # -- inference -------------------------------------------------------------------------------------
-    def _start_cells(self, adata: AnnData, source: str, indices: Sequence[int] | None) -> np.ndarray:
-        if indices is not None:
-            idx = np.asarray(indices)
-            if idx.dtype == bool:
-                idx = np.flatnonzero(idx)
-        else:
-            idx = np.flatnonzero(self.get_condition_codes(adata) == self.conditions.index(source))
-        if idx.size == 0:
-            msg = f"no cells to simulate: condition {source!r} has no cells in adata (or indices is empty)."
-            raise ValueError(msg)
-        return idx
-
-    def _span(self, source: str | None, target: str | None, t_span: tuple[float, float] | None) -> tuple[float, float]:
-        if t_span is not None:
-            if target is not None:
-                msg = "give either target or t_span, not both."
-                raise ValueError(msg)
-            t0, t1 = (float(t) for t in t_span)
-        else:
-            t0, t1 = self._time_of(source), self._time_of(target)
-        if t0 == t1:
-            msg = f"the path starts and ends at time {t0}; choose a target at another time."
-            raise ValueError(msg)
-        return t0, t1
-
-    def _mixture_at(self, t: float, target: str | None, t_end: float) -> list[tuple[int | None, float]]:
-        """Conditions (codes) and weights whose decoded means are mixed at time ``t``.
-
-        At a named target's time: that condition alone. Elsewhere: the two conditions of the trained path
-        around ``t``, weighted linearly in time (clamped at the ends). Without condition decoding: one
-        decode with no condition.
-        """
-        if self.module.condition_embedding is None:
-            return [(None, 1.0)]
-        if target is not None and t == t_end:
-            return [(self.conditions.index(target), 1.0)]
-        path_times = np.asarray(self.trajectory_times_)
-        codes = [self.conditions.index(c) for c in self.trajectory_path_]
-        t = float(np.clip(t, path_times[0], path_times[-1]))
-        k = int(np.clip(np.searchsorted(path_times, t, side="right") - 1, 0, len(path_times) - 2))
-        w = (t - path_times[k]) / (path_times[k + 1] - path_times[k])
-        return [(code, weight) for code, weight in ((codes[k], 1.0 - w), (codes[k + 1], w)) if weight > 0]
-
-    def _cell_inputs(self, adata: AnnData, idx: np.ndarray, library_size: float | None) -> tuple[torch.Tensor, ...]:
-        device = self.module.device
-        z = torch.as_tensor(self.get_latent_representation(adata, indices=idx), device=device)
-        batch = torch.as_tensor(np.asarray(self.get_from_registry(adata, REGISTRY_KEYS.BATCH_KEY))[idx], device=device)
-        if library_size is not None:
-            library = torch.full((len(idx), 1), float(np.log(library_size)), device=device)
-        elif self.module.use_size_factor:
-            sf = np.asarray(self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)).reshape(-1, 1)[idx]
-            library = torch.as_tensor(np.log(sf), dtype=torch.float32, device=device)
-        else:
-            counts = self.get_from_registry(adata, REGISTRY_KEYS.X_KEY)[idx]
-            totals = np.asarray(counts.sum(axis=1)).reshape(-1, 1)
-            library = torch.as_tensor(np.log(np.maximum(totals, 1.0)), dtype=torch.float32, device=device)
-        return z.float(), batch.long().reshape(-1, 1), library
-
-    def _decode(
-        self,
-        z: torch.Tensor,
-        library: torch.Tensor,
-        batch: torch.Tensor,
-        mixture: list[tuple[int | None, float]],
-        genes: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """NB means of latent states, mixed over the conditions of ``mixture`` (see :meth:`_mixture_at`)."""
-        total = None
-        for code, weight in mixture:
-            cond = torch.full_like(batch, 0 if code is None else code)
-            mean = self.module.generative(z, library, batch, cond)["px_rate"]
-            mean = mean if genes is None else mean[:, genes]
-            total = weight * mean if total is None else total + weight * mean
-        return total
-
-    def _gene_index(self, genes: Sequence[str] | None) -> tuple[torch.Tensor | None, list[str]]:
-        names = list(self.adata.var_names)
-        if genes is None:
-            return None, names
-        genes = [genes] if isinstance(genes, str) else list(genes)
-        lookup = {g: i for i, g in enumerate(names)}
-        missing = [g for g in genes if g not in lookup]
-        if missing:
-            msg = f"genes not in the model's genes: {missing[:10]}{' ...' if len(missing) > 10 else ''}."
-            raise KeyError(msg)
-        return torch.as_tensor([lookup[g] for g in genes], device=self.module.device), genes
-
-    def simulate_trajectory(
-        self,
-        adata: AnnData | None = None,
-        *,
-        indices: Sequence[int] | None = None,
-        source: str | None = None,
-        target: str | None = None,
-        t_span: tuple[float, float] | None = None,
-        n_steps: int = 100,
-        method: Integrator = "euler",
-        with_grad: bool = False,
-        decode: bool = True,
-        genes: Sequence[str] | None = None,
-        batch_size: int = 1024,
-        library_size: float | None = None,
-    ) -> TrajectoryResult:
-        """Integrate the velocity field from cells' latent states and decode expression along the way.
-
-        When the decoder sees the condition, the NB means at a time between two conditions of the trained
-        path are the means decoded under each of them, mixed linearly in time; at a named ``target`` the
-        target condition is used. (Interpolating the condition embeddings instead puts the decoder where it
-        was never trained; see the design notes for the measurements.)
-
-        Parameters
-        ----------
-        adata
-            AnnData with the model's genes (default: the model's own).
-        indices
-            Cells to start from (default: every cell of ``source``).
-        source
-            Condition the path starts from (default: the first condition of the trained path).
-        target
-            Condition the path goes to (default: the last of the trained path).
-        t_span
-            ``(start, end)`` times instead of ``source``/``target`` times, e.g. to reach an unobserved time.
-        n_steps
-            Integration steps (fixed-step methods) and number of reported intervals (all methods).
-        method
-            ``"euler"``, ``"rk4"`` or ``"dopri5"`` (adaptive, torchdiffeq).
-        with_grad
-            Keep the graph (torch tensors are returned) so that a loss can reach the velocity field;
-            otherwise run under inference mode and return numpy arrays.
-        decode
-            Decode NB means along the path.
-        genes
-            Decode only these genes (the path holds ``T x cells x genes`` values).
-        batch_size
-            Cells integrated and decoded at once.
-        library_size
-            Library size used for decoding (default: each cell's observed one).
-
-        Returns
-        -------
-        A :class:`TrajectoryResult`.
-        """
-        self._require_phase2()
-        if method not in METHODS:
-            msg = f"method={method!r} is not valid; use one of {list(METHODS)}."
-            raise ValueError(msg)
-        adata = self._validate_anndata(adata)
-        source = self._check_condition(source or self.trajectory_path_[0], "source")
-        if target is not None:
-            target = self._check_condition(target, "target")
-        elif t_span is None:
-            target = self.trajectory_path_[-1]
-        t0, t1 = self._span(source, target, t_span)
-        times = time_grid(t0, t1, n_steps)
-        idx = self._start_cells(adata, source, indices)
-        z0, batch, library = self._cell_inputs(adata, idx, library_size)
-        self.module.eval()
-        vel = self.module.velocity
-        path = simulate(vel, z0, times.to(z0.device), method=method, batch_size=batch_size, with_grad=with_grad)
-        expression = None
-        gene_idx, gene_names = self._gene_index(genes)
-        if decode:
-            expression = self._decode_path(path, batch, library, times, target, t1, gene_idx, batch_size, with_grad)
-        if not with_grad:
-            path = path.cpu().numpy()
-        return TrajectoryResult(
-            latent=path,
-            times=times.numpy(),
-            expression=expression,
-            genes=gene_names if decode else [],
-            cells=list(adata.obs_names[idx]),
-            source=source,
-            target=target,
-        )
-
-    def _decode_path(self, path, batch, library, times, target, t_end, gene_idx, batch_size, with_grad):
-        context = torch.enable_grad() if with_grad else torch.inference_mode()
-        n_genes = self.summary_stats.n_vars if gene_idx is None else len(gene_idx)
-        frames = []
-        with context:
-            for k, t in enumerate(times.tolist()):
-                parts = []
-                for i in range(0, path.shape[1], batch_size):
-                    sl = slice(i, i + batch_size)
-                    mixture = self._mixture_at(t, target, float(t_end))
-                    parts.append(self._decode(path[k, sl], library[sl], batch[sl], mixture, gene_idx))
-                frame = torch.cat(parts) if parts else torch.zeros(0, n_genes)
-                frames.append(frame if with_grad else frame.cpu().numpy().astype(np.float32))
-        return torch.stack(frames) if with_grad else np.stack(frames)
-
-    def predict(
-        self,
-        adata: AnnData | None = None,
-        *,
-        source: str,
-        target: str | None = None,
-        t_span: tuple[float, float] | None = None,
-        indices: Sequence[int] | None = None,
-        n_samples: int = 1,
-        n_steps: int = 100,
-        method: Integrator = "euler",
-        batch_size: int = 1024,
-        library_size: float | None = None,
-        layer_key: str = "trajvi_mean",
-    ) -> AnnData:
-        """Predict cells of ``target`` from cells of ``source``, as an AnnData scanpy can analyse.
-
-        The source cells are pushed along the velocity field to the target time and decoded with the
-        target condition; NB counts are sampled from the decoded means.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the model's genes (default: the model's own).
-        source, target, t_span, indices, n_steps, method, batch_size, library_size
-            As in :meth:`simulate_trajectory`.
-        n_samples
-            Predicted cells per source cell (independent NB samples of the same mean).
-        layer_key
-            Layer that receives the NB means.
-
-        Returns
-        -------
-        AnnData with sampled counts in ``X`` (CSR), the NB means in ``layers[layer_key]``, ``var`` as in the
-        input, and ``obs`` holding the source cell (``source_cell``), its obs columns, ``condition`` (the
-        target, or ``t=<time>``), ``source_condition`` and ``sample``.
-        """
-        from anndata import AnnData
-
-        if int(n_samples) < 1:
-            msg = f"n_samples={n_samples}; it must be at least 1."
-            raise ValueError(msg)
-        result = self.simulate_trajectory(
-            adata,
-            indices=indices,
-            source=source,
-            target=target,
-            t_span=t_span,
-            n_steps=n_steps,
-            method=method,
-            decode=False,
-            batch_size=batch_size,
-        )
-        adata = self._validate_anndata(adata)
-        idx = adata.obs_names.get_indexer(result.cells)
-        _, batch, library = self._cell_inputs(adata, idx, library_size)
-        z_end = torch.as_tensor(result.latent[-1], device=self.module.device)
-        t_end = float(result.times[-1])
-        with torch.inference_mode():
-            means = torch.cat(
-                [
-                    self._decode(
-                        z_end[i : i + batch_size],
-                        library[i : i + batch_size],
-                        batch[i : i + batch_size],
-                        self._mixture_at(t_end, result.target, t_end),
-                        None,
-                    )
-                    for i in range(0, len(idx), batch_size)
-                ]
-            )
-            dist = NegativeBinomial(mu=means.clamp_min(1e-12), theta=self.module.theta)
-            samples = [dist.sample().cpu().numpy().astype(np.float32) for _ in range(int(n_samples))]
-        mean_np = means.cpu().numpy().astype(np.float32)
-        label = result.target if result.target is not None else f"t={t_end:g}"
-        source_obs = adata.obs.iloc[idx]
-        user_cols = [c for c in source_obs.columns if not str(c).startswith("_scvi")]
-        obs = pd.concat([source_obs[user_cols]] * int(n_samples), ignore_index=True)
-        obs["source_cell"] = np.tile(np.asarray(result.cells), int(n_samples))
-        obs["source_condition"] = result.source
-        obs["condition"] = pd.Categorical([label] * len(obs))
-        obs["sample"] = np.repeat(np.arange(int(n_samples)), len(idx))
-        obs.index = [f"{c}-pred{s}" for c, s in zip(obs["source_cell"], obs["sample"], strict=True)]
-        out = AnnData(
-            X=sparse.csr_matrix(np.concatenate(samples)),
-            obs=obs,
-            var=adata.var.copy(),
-            layers={layer_key: np.concatenate([mean_np] * int(n_samples))},
-        )
-        out.uns["trajvi_predict"] = {
-            "params": {
-                "source": result.source,
-                "target": label,
-                "t_span": [float(result.times[0]), t_end],
-                "n_samples": int(n_samples),
-                "n_steps": int(n_steps),
-                "method": method,
-            }
-        }
-        return out

@@ -1,14 +1,30 @@
 """Training: one plan with manual optimization for both phases, and a history-merging runner."""
 
+from ._callbacks import (
+    GradientCheckCallback,
+    GradientNormMonitor,
+    LossCurveWriter,
+    ParameterMonitor,
+    monitor_callbacks,
+)
+from ._gradients import GradientCheck, check_gradients, parameter_groups
 from ._pairs import PairDataModule, Segment, draw_pairs
 from ._plan import NonFiniteTrainingError, TrajVITrainingPlan
 from ._runner import TrajVITrainRunner
 
 __all__ = [
+    "GradientCheck",
+    "GradientCheckCallback",
+    "GradientNormMonitor",
+    "LossCurveWriter",
     "NonFiniteTrainingError",
     "PairDataModule",
+    "ParameterMonitor",
     "Segment",
     "TrajVITrainRunner",
     "TrajVITrainingPlan",
+    "check_gradients",
     "draw_pairs",
+    "monitor_callbacks",
+    "parameter_groups",
 ]

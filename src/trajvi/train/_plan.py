@@ -150,7 +150,16 @@ class TrajVITrainingPlan(TrainingPlan):
     # -- optimizers ------------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """One Adam per parameter group: the VAE, the discriminator and the velocity field."""
-        vae = torch.optim.Adam(self.module.vae_parameters(), lr=self.lr, eps=self.eps, weight_decay=self.weight_decay)
+        # The gene-wise dispersion gets Adam's default eps: its gradients are small for sparse genes, and
+        # eps=0.01 (right for the network weights) would all but freeze it (see the design notes).
+        dispersion = [self.module.log_theta]
+        others = [p for p in self.module.vae_parameters() if p is not self.module.log_theta]
+        vae = torch.optim.Adam(
+            [{"params": others}, {"params": dispersion, "eps": 1e-8}],
+            lr=self.lr,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+        )
         disc = torch.optim.Adam(
             self.module.discriminator_parameters(), lr=self.adversary_lr, weight_decay=self.weight_decay
         )

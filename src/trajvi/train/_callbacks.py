@@ -1,0 +1,191 @@
+"""Training monitors as Lightning callbacks: gradient norms, gradient checks, parameter statistics, loss curves.
+
+Each writes through ``pl_module.log`` (so its figures land in ``model.history`` and survive ``save``/``load``)
+or into a folder. :meth:`trajvi.TrajVI.train` and :meth:`~trajvi.TrajVI.train_trajectories` install them
+when asked (``monitor_gradients_every_n_steps``, ``check_gradients_every_n_epochs``, ``monitor_parameters``,
+``loss_curves_dir``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from ._gradients import block_of, check_gradients
+
+
+def _phase(pl_module: Any) -> str:
+    return "flow" if getattr(pl_module, "phase", "vae") == "flow" else "vae"
+
+
+def _log(pl_module: Any, name: str, value: float, reduce_fx: str = "mean") -> None:
+    pl_module.log(name, float(value), on_step=False, on_epoch=True, reduce_fx=reduce_fx, sync_dist=False)
+
+
+class GradientNormMonitor(pl.Callback):
+    """Every ``every_n_steps`` optimizer steps, the gradient norm of each parameter block (encoder, decoder, ...).
+
+    Logged as ``grad_norm/<block>`` (mean over the sampled steps of an epoch) and ``grad_norm_max/<block>``.
+    """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        if int(every_n_steps) < 1:
+            msg = f"every_n_steps={every_n_steps}; it must be at least 1."
+            raise ValueError(msg)
+        self.every_n_steps = int(every_n_steps)
+        self._calls: dict[int, int] = {}
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: Any, optimizer: Any) -> None:
+        calls = self._calls.get(id(optimizer), 0)  # counted per optimizer: the VAE and the discriminator alternate
+        self._calls[id(optimizer)] = calls + 1
+        if calls % self.every_n_steps:
+            return
+        blocks: dict[str, float] = {}
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                name = _names(pl_module).get(id(param), "other")
+                blocks[name] = blocks.get(name, 0.0) + float(param.grad.detach().float().square().sum())
+        for name, sq in blocks.items():
+            norm = math.sqrt(sq) if math.isfinite(sq) else math.nan
+            _log(pl_module, f"grad_norm/{name}", norm)
+            _log(pl_module, f"grad_norm_max/{name}", norm, reduce_fx="max")
+
+
+def _names(pl_module: Any) -> dict[int, str]:
+    cache = getattr(pl_module, "_trajvi_block_names", None)
+    if cache is None:
+        cache = {id(p): block_of(n) for n, p in pl_module.module.named_parameters()}
+        pl_module._trajvi_block_names = cache
+    return cache
+
+
+class GradientCheckCallback(pl.Callback):
+    """Runs :func:`~trajvi.diagnostics.check_gradients` at the first step of every ``every_n_epochs``-th epoch.
+
+    Logs the report and records ``grad_nonfinite_count`` and ``grad_zero_count`` (parameters of the phase
+    being trained) in the history; the last result is kept in ``pl_module.last_gradient_check``.
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        if int(every_n_epochs) < 1:
+            msg = f"every_n_epochs={every_n_epochs}; it must be at least 1."
+            raise ValueError(msg)
+        self.every_n_epochs = int(every_n_epochs)
+        self._done_epoch = -1
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: Any, optimizer: Any) -> None:
+        epoch = trainer.current_epoch
+        if epoch == self._done_epoch or epoch % self.every_n_epochs:
+            return
+        phase = _phase(pl_module)
+        owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        phase_params = {
+            id(p)
+            for p in (pl_module.module.velocity_parameters() if phase == "flow" else pl_module.module.vae_parameters())
+        }
+        if not owned & phase_params:
+            return  # the discriminator's step; wait for the phase's own optimizer
+        self._done_epoch = epoch
+        check = check_gradients(pl_module.module, phase_name=phase)
+        pl_module.last_gradient_check = check
+        _log(pl_module, "grad_nonfinite_count", sum(math.isnan(v) for v in check.grad_norms.values()), "max")
+        _log(pl_module, "grad_zero_count", sum(v == 0.0 for v in check.grad_norms.values()), "max")
+
+
+class ParameterMonitor(pl.Callback):
+    """At the end of every epoch, statistics of each parameter block of the phase being trained.
+
+    Logged as ``param_mean/<block>``, ``param_std/<block>``, ``param_absmax/<block>`` and
+    ``param_nonfinite/<block>``.
+    """
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        module = pl_module.module
+        params = module.velocity_parameters() if _phase(pl_module) == "flow" else module.vae_parameters()
+        names = _names(pl_module)
+        blocks: dict[str, list[torch.Tensor]] = {}
+        for p in params:
+            blocks.setdefault(names.get(id(p), "other"), []).append(p.detach().float().reshape(-1))
+        for name, parts in blocks.items():
+            values = torch.cat(parts)
+            finite = values[torch.isfinite(values)]
+            _log(pl_module, f"param_nonfinite/{name}", float(values.numel() - finite.numel()))
+            if finite.numel():
+                _log(pl_module, f"param_mean/{name}", float(finite.mean()))
+                _log(pl_module, f"param_std/{name}", float(finite.std()) if finite.numel() > 1 else 0.0)
+                _log(pl_module, f"param_absmax/{name}", float(finite.abs().max()))
+
+
+class LossCurveWriter(pl.Callback):
+    """Writes the training history to ``folder`` as ``history.csv`` (every epoch) and ``history.png`` (at the end).
+
+    Parameters
+    ----------
+    folder
+        Output folder (created). Concurrent runs should get their own folders.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def _frame(self, trainer: pl.Trainer) -> Any:
+        import pandas as pd
+
+        history = getattr(trainer.logger, "history", None) or {}
+        columns = {key: frame.iloc[:, 0].astype(float) for key, frame in history.items() if len(frame)}
+        return pd.DataFrame(columns)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._frame(trainer).to_csv(self.folder / "history.csv", index_label="epoch")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        import matplotlib.pyplot as plt
+
+        frame = self._frame(trainer)
+        if frame.empty:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.folder / "history.csv", index_label="epoch")
+        keys = [k for k in frame.columns if not k.startswith(("param_", "grad_norm_max/"))]
+        ncols = 4
+        nrows = max(1, math.ceil(len(keys) / ncols))
+        fig, axs = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False)
+        for ax, key in zip(axs.ravel(), keys, strict=False):
+            ax.plot(frame.index, frame[key].to_numpy())
+            ax.set_title(key, fontsize="small")
+        for ax in axs.ravel()[len(keys) :]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        fig.savefig(self.folder / "history.png", dpi=100)
+        plt.close(fig)
+
+
+def monitor_callbacks(
+    *,
+    monitor_gradients_every_n_steps: int | None = None,
+    check_gradients_every_n_epochs: int | None = None,
+    monitor_parameters: bool = False,
+    loss_curves_dir: str | Path | None = None,
+) -> list[pl.Callback]:
+    """The callbacks asked for by the monitoring arguments of ``train`` and ``train_trajectories``."""
+    callbacks: list[pl.Callback] = []
+    if monitor_gradients_every_n_steps:
+        callbacks.append(GradientNormMonitor(monitor_gradients_every_n_steps))
+    if check_gradients_every_n_epochs:
+        callbacks.append(GradientCheckCallback(check_gradients_every_n_epochs))
+    if monitor_parameters:
+        callbacks.append(ParameterMonitor())
+    if loss_curves_dir is not None:
+        callbacks.append(LossCurveWriter(loss_curves_dir))
+    return callbacks

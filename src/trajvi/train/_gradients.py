@@ -1,0 +1,112 @@
+"""Gradient checks: per-parameter norms, non-finite and zero gradients, with a compact logged report."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import torch
+
+from trajvi._logging import logger
+
+if TYPE_CHECKING:
+    from trajvi.model import TrajVI
+    from trajvi.module import TrajVIModule
+
+PhaseName = Literal["vae", "adversary", "flow", "all"]
+
+
+class GradientCheck(NamedTuple):
+    """Result of :func:`check_gradients` (unpacks as ``grad_norms, has_nan_grad, has_zero_grad``)."""
+
+    grad_norms: dict[str, float]
+    has_nan_grad: bool
+    has_zero_grad: bool
+
+
+def parameter_groups(module: TrajVIModule) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+    """Named parameters of each phase: ``"vae"``, ``"adversary"`` (discriminator), ``"flow"`` (velocity field)."""
+    vae = {id(p) for p in module.vae_parameters()}
+    disc = {id(p) for p in module.discriminator_parameters()}
+    groups: dict[str, list[tuple[str, torch.nn.Parameter]]] = {"vae": [], "adversary": [], "flow": []}
+    for name, param in module.named_parameters():
+        key = "vae" if id(param) in vae else "adversary" if id(param) in disc else "flow"
+        groups[key].append((name, param))
+    return groups
+
+
+def block_of(name: str) -> str:
+    """The block a parameter belongs to (``encoder``, ``decoder``, ``log_theta``, ``discriminator``, ...)."""
+    return name.split(".", 1)[0]
+
+
+def check_gradients(
+    model: TrajVI | TrajVIModule, *, phase_name: PhaseName = "vae", log: bool = True, n_show: int = 3
+) -> GradientCheck:
+    """Inspect the gradients currently held by the parameters of one phase.
+
+    Call it after a backward pass (``loss.backward()``, or inside training through the callback that
+    ``train(check_gradients_every_n_epochs=...)`` installs).
+
+    Parameters
+    ----------
+    model
+        A :class:`~trajvi.TrajVI` or its module.
+    phase_name
+        ``"vae"`` (encoder, decoder, embeddings, dispersion), ``"adversary"`` (discriminator), ``"flow"``
+        (velocity field) or ``"all"``.
+    log
+        Log a compact report: the largest and smallest norms, and every non-finite or zero gradient.
+    n_show
+        How many of the largest and smallest norms the report names.
+
+    Returns
+    -------
+    ``(grad_norms, has_nan_grad, has_zero_grad)``: the L2 norm of each parameter's gradient (``nan`` when it
+    has non-finite entries, ``0`` when it has none), whether any gradient is non-finite, and whether any
+    parameter has no or an all-zero gradient.
+    """
+    module = getattr(model, "module", model)
+    groups = parameter_groups(module)
+    if phase_name == "all":
+        named = [item for items in groups.values() for item in items]
+    elif phase_name in groups:
+        named = groups[phase_name]
+    else:
+        msg = f"phase_name={phase_name!r} is not valid; use one of {[*groups, 'all']}."
+        raise ValueError(msg)
+    norms: dict[str, float] = {}
+    nonfinite: list[str] = []
+    zero: list[str] = []
+    for name, param in named:
+        if not param.requires_grad:
+            continue
+        grad = param.grad
+        if grad is None:
+            norms[name] = 0.0
+            zero.append(name)
+            continue
+        grad = grad.detach().float()
+        if not torch.isfinite(grad).all():
+            norms[name] = math.nan
+            nonfinite.append(name)
+            continue
+        value = float(torch.linalg.vector_norm(grad))
+        norms[name] = value
+        if value == 0.0:
+            zero.append(name)
+    check = GradientCheck(norms, bool(nonfinite), bool(zero))
+    if log:
+        finite = sorted(((v, k) for k, v in norms.items() if not math.isnan(v) and v > 0), reverse=True)
+        largest = ", ".join(f"{k}={v:.3g}" for v, k in finite[:n_show]) or "none"
+        smallest = ", ".join(f"{k}={v:.3g}" for v, k in finite[::-1][:n_show]) or "none"
+        logger.info(
+            "Gradients (%s, %d parameters): largest %s; smallest %s; non-finite %s; zero or missing %s.",
+            phase_name,
+            len(norms),
+            largest,
+            smallest,
+            nonfinite or "none",
+            zero or "none",
+        )
+    return check

@@ -1,0 +1,90 @@
+import math
+
+import pytest
+import torch
+
+import trajvi
+from tests.conftest import TRAIN_KW
+from trajvi._constants import REGISTRY_KEYS
+from trajvi.diagnostics import check_gradients
+from trajvi.module import TrajVIModule
+
+
+def _batch(n=16, g=30):
+    gen = torch.Generator().manual_seed(0)
+    return {
+        REGISTRY_KEYS.X_KEY: torch.poisson(torch.full((n, g), 2.0), generator=gen),
+        REGISTRY_KEYS.BATCH_KEY: torch.zeros(n, 1, dtype=torch.long),
+        REGISTRY_KEYS.CONDITION_KEY: torch.randint(2, (n, 1), generator=gen).float(),
+    }
+
+
+def test_after_a_manual_backward(trajvi_caplog):
+    torch.manual_seed(0)
+    module = TrajVIModule(30, n_latent=4, n_hidden=16)
+    _, _, out = module(_batch())
+    out.loss.backward()
+    norms, has_nan, has_zero = check_gradients(module, phase_name="vae")
+    assert norms["decoder.gene_embeddings"] > 0
+    assert not has_nan
+    assert not any(name.startswith(("discriminator", "velocity")) for name in norms)
+    # the condition embedding is unused without condition decoding? here it is used, so no zero gradient
+    assert not has_zero
+    assert "Gradients (vae" in trajvi_caplog.text and "largest" in trajvi_caplog.text
+    adv_norms, _, adv_zero = check_gradients(module, phase_name="adversary", log=False)
+    assert adv_zero and all(v == 0.0 for v in adv_norms.values())  # no discriminator backward yet
+
+
+def test_reports_nan_and_zero_gradients():
+    module = TrajVIModule(30, n_latent=4, n_hidden=16)
+    _, _, out = module(_batch())
+    out.loss.backward()
+    module.decoder.query.weight.grad[0, 0] = float("nan")
+    module.log_theta.grad.zero_()
+    check = check_gradients(module, phase_name="vae", log=False)
+    assert check.has_nan_grad and math.isnan(check.grad_norms["decoder.query.weight"])
+    assert check.has_zero_grad and check.grad_norms["log_theta"] == 0.0
+    with pytest.raises(ValueError, match="phase_name"):
+        check_gradients(module, phase_name="decoder")
+
+
+def test_monitors_land_in_history_and_survive_save_load(synthetic_adata, seeded, tmp_path, trajvi_caplog):
+    trajvi.TrajVI.setup_anndata(synthetic_adata, "condition")
+    model = trajvi.TrajVI(synthetic_adata, n_latent=3, n_hidden=16)
+    model.train(
+        max_epochs=3,
+        batch_size=100,
+        monitor_gradients_every_n_steps=2,
+        check_gradients_every_n_epochs=2,
+        monitor_parameters=True,
+        loss_curves_dir=tmp_path / "curves",
+        **TRAIN_KW,
+    )
+    hist = model.history
+    for key in (
+        "grad_norm/encoder",
+        "grad_norm/decoder",
+        "grad_norm/discriminator",
+        "param_std/decoder",
+        "param_nonfinite/encoder",
+        "grad_nonfinite_count",
+        "grad_zero_count",
+    ):
+        assert key in hist, key
+    assert hist["grad_nonfinite_count"].iloc[:, 0].max() == 0
+    assert (hist["param_std/decoder"].iloc[:, 0] > 0).all()
+    assert trajvi_caplog.text.count("Gradients (vae") == 2  # epochs 0 and 2
+    assert (tmp_path / "curves" / "history.csv").stat().st_size > 0
+    assert (tmp_path / "curves" / "history.png").stat().st_size > 0
+    model.train_trajectories(
+        ["control", "stimulated"],
+        residual_penalty=1.0,
+        max_epochs=2,
+        monitor_gradients_every_n_steps=1,
+        monitor_parameters=True,
+        **TRAIN_KW,
+    )
+    assert "grad_norm/velocity" in model.history and "param_absmax/velocity" in model.history
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = trajvi.TrajVI.load(tmp_path / "m", adata=synthetic_adata)
+    assert set(loaded.history) == set(model.history)
