@@ -33,12 +33,13 @@ def test_nonfinite_gradients_skip_the_step_and_leave_parameters_untouched(fresh,
         if "running" in key or "num_batches" in key:
             continue  # batch-norm statistics move in the forward pass
         torch.testing.assert_close(after[key], value, msg=key)
-    assert "Skipped step" in trajvi_caplog.text
+    assert "Skipped VAE step" in trajvi_caplog.text
+    assert "loss or gradient was not finite" in trajvi_caplog.text
 
 
 def test_too_many_skips_in_a_row_stop_with_advice(fresh):
     fresh.module.decoder.query.weight.register_hook(_nan_grad_hook({"n": 0}))
-    with pytest.raises(NonFiniteTrainingError, match="learning rate"):
+    with pytest.raises(NonFiniteTrainingError, match=r"3 consecutive VAE steps were skipped.*learning rate"):
         fresh.train(max_epochs=1, batch_size=50, train_size=1.0, max_consecutive_skips=3, **TRAIN_KW)
 
 

@@ -94,19 +94,20 @@ def negative_binomial_log_likelihood(
     Uses the lgamma form
     ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1) + theta log(theta / (theta + mu)) + x log(mu / (theta + mu))``
     in float32, with ``mu`` clamped to ``[1e-8, 1e12]``, ``theta`` to ``[1e-4, 1e6]`` and counts to
-    ``[0, 1e12]``. With the inputs clamped, only a NaN input can make an entry non-finite: such entries
-    are computed from stand-in values (so their gradient is exactly zero, not NaN), set to zero and
-    counted.
+    ``[0, 1e12]``. With the parameters clamped, only a NaN parameter or a non-finite count can make an
+    entry non-finite: such entries are computed from stand-in values (so their gradient is exactly zero,
+    not NaN), set to zero and counted.
 
     Returns
     -------
     The per-entry log-likelihood and the :class:`Repair` record.
     """
-    x = x.float().clamp(0.0, COUNT_MAX)
+    x = x.float()
     mu = mu.float().clamp(MU_MIN, MU_MAX)
     theta = theta.float()
     bad_theta = torch.isnan(theta)
-    bad = torch.isnan(x + mu) | bad_theta  # clamp keeps NaN and bounds +-inf
+    bad = ~torch.isfinite(x) | torch.isnan(mu) | bad_theta  # clamp keeps NaN; an infinite count is bad data
+    x = x.clamp(0.0, COUNT_MAX)
     x = torch.where(bad, 0.0, x)
     mu = torch.where(bad, 1.0, mu)
     theta = torch.where(bad_theta, 1.0, theta).clamp(THETA_MIN, THETA_MAX)

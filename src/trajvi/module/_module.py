@@ -164,7 +164,12 @@ class TrajVIModule(BaseModuleClass):
         size_factor: torch.Tensor | None = None,
         n_samples: int = 1,
     ) -> dict[str, torch.Tensor | Normal]:
-        """Encode counts: posterior ``qz``, a sample ``z`` and the log library size."""
+        """Encode counts: posterior ``qz``, a sample ``z`` and the log library size.
+
+        Non-finite counts (a corrupted batch) enter the encoder and the library size as zeros; the loss
+        leaves them out and counts them (see :func:`~trajvi.module.negative_binomial_log_likelihood`).
+        """
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         mean, logvar = self.encoder(x, batch_index)
         qz = Normal(mean, torch.exp(0.5 * logvar))
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))

@@ -77,6 +77,11 @@ class TrajVITrainingPlan(TrainingPlan):
         Number of minibatches whose gradients are summed before each optimizer step.
     max_consecutive_skips
         Training stops with :class:`NonFiniteTrainingError` after this many skipped steps in a row.
+    rollback_nonfinite
+        Undo a step that blows up: one that leaves a parameter non-finite, or moves the parameters by more
+        than ``max_update_ratio`` times their norm (plus 1). It then counts as skipped.
+    max_update_ratio
+        See ``rollback_nonfinite``; Adam at ``lr=1e-3`` moves them by about 1e-3 of that.
     n_epochs_kl_warmup
         Epochs over which the KL weight rises linearly from 0 to 1.
     velocity_lr
@@ -102,6 +107,8 @@ class TrajVITrainingPlan(TrainingPlan):
         gradient_clip_val: float | None = 50.0,
         accumulate_grad_batches: int = 1,
         max_consecutive_skips: int = 20,
+        rollback_nonfinite: bool = True,
+        max_update_ratio: float = 1.0,
         n_epochs_kl_warmup: int | None = None,
         velocity_lr: float = 1e-3,
         residual_penalty: float = 0.0,
@@ -140,6 +147,9 @@ class TrajVITrainingPlan(TrainingPlan):
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.max_consecutive_skips = int(max_consecutive_skips)
+        self.rollback_nonfinite = bool(rollback_nonfinite)
+        self.max_update_ratio = float(max_update_ratio)
+        self.last_skip_reason = ""
         self.velocity_lr = velocity_lr
         self.residual_penalty = float(residual_penalty)
         self.consecutive_skips = 0
@@ -189,8 +199,10 @@ class TrajVITrainingPlan(TrainingPlan):
     ) -> tuple[torch.Tensor, bool | None]:
         """Backward ``loss`` and, at the end of an accumulation window, clip and step if finite.
 
-        Returns the gradient norm (before clipping; ``nan`` inside a window) and whether the step was
-        taken (``None`` inside a window).
+        A step whose loss or gradient norm is not finite is not taken. With ``rollback_nonfinite``, a step
+        that blows up (a learning rate far too high for one step) is undone. Returns the gradient
+        norm (before clipping; ``nan`` inside a window) and whether the step was kept (``None`` inside a
+        window); the reason for a skip is in ``self.last_skip_reason``.
         """
         first, last = self._window(batch_idx)
         if first:
@@ -200,18 +212,34 @@ class TrajVITrainingPlan(TrainingPlan):
             return torch.full((), float("nan"), device=loss.device), None
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
-            return torch.zeros((), device=loss.device), False
+            return torch.zeros((), device=loss.device), True
         norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
-        finite = bool(torch.isfinite(norm) & torch.isfinite(loss.detach()))
-        if not finite:
+        if not bool(torch.isfinite(norm) & torch.isfinite(loss.detach())):
             optimizer.zero_grad(set_to_none=True)
+            self.last_skip_reason = "loss or gradient was not finite"
             return norm, False
         if self.gradient_clip_val:
             torch.nn.utils.clip_grads_with_norm_(params, self.gradient_clip_val, norm)
-        optimizer.step()
-        return norm, True
+        if not self.rollback_nonfinite:
+            optimizer.step()
+            return norm, True
+        with torch.no_grad():
+            backup = [p.detach().clone() for p in params]
+            optimizer.step()
+            moved = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, backup))))
+            size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(backup)))
+            if bool(torch.isfinite(moved) & (moved <= self.max_update_ratio * (size + 1.0))):
+                return norm, True
+            for p, b in zip(params, backup, strict=True):
+                p.copy_(b)
+        optimizer.zero_grad(set_to_none=True)
+        self.last_skip_reason = (
+            f"the step blew up (parameters moved by {float(moved):.3g}, more than {self.max_update_ratio:g} x their "
+            f"norm {float(size):.3g} + 1, or became non-finite) and was undone"
+        )
+        return norm, False
 
-    def _record_skip(self, skipped: bool, reason: str) -> None:
+    def _record_skip(self, skipped: bool, phase: str) -> None:
         self.log(H.N_SKIPPED + "_train", float(skipped), on_step=False, on_epoch=True, reduce_fx="sum")
         if not skipped:
             self.consecutive_skips = 0
@@ -219,15 +247,17 @@ class TrajVITrainingPlan(TrainingPlan):
         self.consecutive_skips += 1
         self.total_skipped_steps += 1
         logger.warning(
-            "Skipped step %d (epoch %d): %s was not finite; parameters left unchanged (%d skipped in a row).",
+            "Skipped %s step %d (epoch %d): %s; parameters left unchanged (%d skipped in a row).",
+            phase,
             self.global_step,
             self.current_epoch,
-            reason,
+            self.last_skip_reason,
             self.consecutive_skips,
         )
         if self.consecutive_skips >= self.max_consecutive_skips:
             msg = (
-                f"{self.consecutive_skips} consecutive training steps had a non-finite {reason}; stopping. "
+                f"{self.consecutive_skips} consecutive {phase} steps were skipped (last: {self.last_skip_reason}); "
+                "stopping. "
                 "Likely causes: a learning rate too high for this data (try lr=1e-4), cells with extreme "
                 "library sizes or non-count values (check the input layer, filter outlier cells), or "
                 "half precision (use precision='32' or 'bf16-mixed'). See the troubleshooting docs."
@@ -256,7 +286,7 @@ class TrajVITrainingPlan(TrainingPlan):
         loss, fm, res = flow_matching_loss(self.module.velocity, z0, z1, t0, t1, residual_penalty=self.residual_penalty)
         norm, stepped = self._guarded_step(opt_velocity, self.module.velocity_parameters(), loss, batch_idx)
         if stepped is not None:
-            self._record_skip(not stepped, "flow-matching loss or gradient")
+            self._record_skip(not stepped, "velocity-field")
         log = {"on_step": False, "on_epoch": True, "batch_size": z0.shape[0], "sync_dist": self.use_sync_dist}
         self.log(H.FLOW + "_train", fm, prog_bar=True, **log)
         self.log(H.RESIDUAL + "_train", res, **log)
@@ -303,7 +333,7 @@ class TrajVITrainingPlan(TrainingPlan):
 
         norm, stepped = self._guarded_step(opt_vae, self.module.vae_parameters(), loss, batch_idx)
         if stepped is not None:
-            self._record_skip(not stepped, "loss or gradient")
+            self._record_skip(not stepped, "VAE")
             if stepped:
                 self.log(H.GRAD_NORM + "_train", norm, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
 
