@@ -19,6 +19,7 @@ from trajvi.data import validate_anndata
 from trajvi.module import TrajVIModule
 from trajvi.train import TrajVITrainingPlan, TrajVITrainRunner, monitor_callbacks
 
+from ._compat import check_categories, check_genes, read_saved
 from ._inference import InferenceMixin
 from ._trajectories import TrajectoryMixin
 
@@ -216,6 +217,36 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs: Any) -> TrajVI:
+        """Load a model saved with :meth:`save`.
+
+        Checks first that the folder holds a trajvi model and that ``adata`` (when given) has the model's
+        genes, in order, and no condition or batch the model has not seen; each problem gets its own error.
+        Only load folders you trust: scvi-tools unpickles them.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            AnnData to attach (default: the one saved with the model, if any).
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ``device``, ``prefix``, ...).
+        """
+        saved = read_saved(dir_path, kwargs.get("prefix"))
+        if adata is not None:
+            check_genes(adata, saved["var_names"])
+            check_categories(adata, saved["attr_dict"]["registry_"])
+        return super().load(dir_path, adata=adata, **kwargs)
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        """scvi-tools' validation, after trajvi's checks of the genes and categories of a new AnnData."""
+        if adata is not None and adata is not self.adata and self.get_anndata_manager(adata) is None:
+            check_genes(adata, self.adata.var_names if self.adata is not None else self.registry_["var_names"])
+            check_categories(adata, self.adata_manager.registry)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     @property
     def registry_keys_setup(self) -> dict[str, Any]:
