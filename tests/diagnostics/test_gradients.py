@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,3 +89,40 @@ def test_monitors_land_in_history_and_survive_save_load(synthetic_adata, seeded,
     model.save(tmp_path / "m", overwrite=True)
     loaded = trajvi.TrajVI.load(tmp_path / "m", adata=synthetic_adata)
     assert set(loaded.history) == set(model.history)
+
+
+def test_monitors_see_gradients_before_clipping_and_of_skipped_steps(synthetic_adata, seeded, trajvi_caplog):
+    trajvi.TrajVI.setup_anndata(synthetic_adata, "condition")
+    model = trajvi.TrajVI(synthetic_adata, n_latent=3, n_hidden=16)
+    calls = {"n": 0}
+
+    def poison(grad):
+        calls["n"] += 1
+        return grad * float("nan") if calls["n"] == 1 else grad
+
+    model.module.decoder.query.weight.register_hook(poison)
+    model.train(
+        max_epochs=2,
+        batch_size=100,
+        train_size=1.0,
+        gradient_clip_val=1e-3,
+        monitor_gradients_every_n_steps=1,
+        check_gradients_every_n_epochs=1,
+        **TRAIN_KW,
+    )
+    hist = model.history
+    assert hist["grad_nonfinite_count"].iloc[0, 0] >= 1  # the first step's gradient was NaN, and was seen
+    assert np.isnan(hist["grad_norm/decoder"].iloc[0, 0])  # the epoch mean includes the NaN step
+    assert hist["grad_norm_max/encoder"].iloc[1, 0] > 1e-3  # before clipping at 1e-3
+    assert hist["n_skipped_steps_train"].iloc[0, 0] == 1
+
+
+def test_history_keeps_the_epochs_of_sparse_keys_across_calls(synthetic_adata, seeded):
+    trajvi.TrajVI.setup_anndata(synthetic_adata, "condition")
+    model = trajvi.TrajVI(synthetic_adata, n_latent=3, n_hidden=16)
+    model.train(max_epochs=4, check_gradients_every_n_epochs=2, **TRAIN_KW)
+    model.train_trajectories(
+        ["control", "stimulated"], residual_penalty=1.0, max_epochs=4, check_gradients_every_n_epochs=2, **TRAIN_KW
+    )
+    assert list(model.history["grad_zero_count"].index) == [0, 2, 4, 6]
+    assert list(model.history["flow_matching_loss_train"].index) == [4, 5, 6, 7]

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 _UNS_KEY = "synthetic"
+_CHUNK = 20_000
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -150,9 +151,14 @@ def synthetic(
     library = library_size * batch_depth[batch_of] * np.exp(rng.normal(scale=0.3, size=n_cells))
     theta = dispersion * np.exp(rng.normal(scale=0.5, size=n_genes))
 
-    rho = _softmax(z_true @ loadings.T + bias + batch_effect[:, batch_of].T)
-    mu = rho * library[:, None]
-    counts = rng.poisson(rng.gamma(shape=theta, scale=mu / theta)).astype(np.float32)
+    # counts are drawn in chunks of cells and stored sparse, so that 10^6 cells never exist as a dense matrix
+    chunks = []
+    for start in range(0, n_cells, _CHUNK):
+        sl = slice(start, min(start + _CHUNK, n_cells))
+        rho = _softmax(z_true[sl] @ loadings.T + bias + batch_effect[:, batch_of[sl]].T)
+        mu = rho * library[sl, None]
+        chunks.append(sparse.csr_matrix(rng.poisson(rng.gamma(shape=theta, scale=mu / theta)).astype(np.float32)))
+    counts = sparse.vstack(chunks, format="csr") if len(chunks) > 1 else chunks[0]
 
     obs = pd.DataFrame(
         {
@@ -169,7 +175,7 @@ def synthetic(
         {"true_bias": bias, "true_dispersion": theta},
         index=pd.Index([f"gene_{g}" for g in range(n_genes)]),
     )
-    adata = AnnData(X=sparse.csr_matrix(counts), obs=obs, var=var)
+    adata = AnnData(X=counts, obs=obs, var=var)
     adata.obsm["true_latent"] = z_true.astype(np.float32)
     adata.obsm["true_latent_by_condition"] = by_condition.astype(np.float32)
     adata.varm["true_loadings"] = loadings

@@ -171,7 +171,7 @@ class TrajVIModule(BaseModuleClass):
         """
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         mean, logvar = self.encoder(x, batch_index)
-        qz = Normal(mean, torch.exp(0.5 * logvar))
+        qz = Normal(mean, torch.exp(0.5 * logvar), validate_args=False)  # validation would sync the device
         z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
         if self.use_size_factor and size_factor is not None:
             library = torch.log(size_factor)

@@ -26,10 +26,31 @@ def _log(pl_module: Any, name: str, value: float, reduce_fx: str = "mean") -> No
     pl_module.log(name, float(value), on_step=False, on_epoch=True, reduce_fx=reduce_fx, sync_dist=False)
 
 
-class GradientNormMonitor(pl.Callback):
-    """Every ``every_n_steps`` optimizer steps, the gradient norm of each parameter block (encoder, decoder, ...).
+class _PlanMonitor(pl.Callback):
+    """A monitor the training plan calls from its guarded step, with the gradients before clipping.
 
-    Logged as ``grad_norm/<block>`` (mean over the sampled steps of an epoch) and ``grad_norm_max/<block>``.
+    Registering on the plan (rather than using Lightning's ``on_before_optimizer_step``) lets it see the
+    gradients before they are clipped, and those of steps that are then skipped as non-finite.
+    """
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        pl_module.gradient_monitors.append(self)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if self in pl_module.gradient_monitors:
+            pl_module.gradient_monitors.remove(self)
+
+    def observe(self, pl_module: Any, optimizer: Any, params: list[torch.nn.Parameter]) -> None:
+        """Called by the plan after each backward that closes an accumulation window."""
+        raise NotImplementedError
+
+
+class GradientNormMonitor(_PlanMonitor):
+    """Every ``every_n_steps`` steps of each optimizer, the gradient norm of each parameter block, before clipping.
+
+    Blocks are the module's top-level parts (``encoder``, ``decoder``, ``log_theta``, ``discriminator``,
+    ``velocity``, ...). Logged as ``grad_norm/<block>`` (mean over the sampled steps of an epoch; ``nan``
+    when a sampled gradient was non-finite) and ``grad_norm_max/<block>``.
     """
 
     def __init__(self, every_n_steps: int = 50) -> None:
@@ -39,17 +60,16 @@ class GradientNormMonitor(pl.Callback):
         self.every_n_steps = int(every_n_steps)
         self._calls: dict[int, int] = {}
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: Any, optimizer: Any) -> None:
+    def observe(self, pl_module: Any, optimizer: Any, params: list[torch.nn.Parameter]) -> None:
         calls = self._calls.get(id(optimizer), 0)  # counted per optimizer: the VAE and the discriminator alternate
         self._calls[id(optimizer)] = calls + 1
         if calls % self.every_n_steps:
             return
+        names = _names(pl_module)
         blocks: dict[str, float] = {}
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                name = _names(pl_module).get(id(param), "other")
+        for param in params:
+            if param.grad is not None:
+                name = names.get(id(param), "other")
                 blocks[name] = blocks.get(name, 0.0) + float(param.grad.detach().float().square().sum())
         for name, sq in blocks.items():
             norm = math.sqrt(sq) if math.isfinite(sq) else math.nan
@@ -65,11 +85,12 @@ def _names(pl_module: Any) -> dict[int, str]:
     return cache
 
 
-class GradientCheckCallback(pl.Callback):
+class GradientCheckCallback(_PlanMonitor):
     """Runs :func:`~trajvi.diagnostics.check_gradients` at the first step of every ``every_n_epochs``-th epoch.
 
-    Logs the report and records ``grad_nonfinite_count`` and ``grad_zero_count`` (parameters of the phase
-    being trained) in the history; the last result is kept in ``pl_module.last_gradient_check``.
+    It sees the gradients before clipping, including those of a step that is then skipped. Logs the report
+    and records ``grad_nonfinite_count`` and ``grad_zero_count`` (parameters of the phase being trained) in
+    the history; the last result is kept in ``pl_module.last_gradient_check``.
     """
 
     def __init__(self, every_n_epochs: int = 1) -> None:
@@ -79,20 +100,17 @@ class GradientCheckCallback(pl.Callback):
         self.every_n_epochs = int(every_n_epochs)
         self._done_epoch = -1
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: Any, optimizer: Any) -> None:
-        epoch = trainer.current_epoch
+    def observe(self, pl_module: Any, optimizer: Any, params: list[torch.nn.Parameter]) -> None:
+        epoch = pl_module.current_epoch
         if epoch == self._done_epoch or epoch % self.every_n_epochs:
             return
         phase = _phase(pl_module)
-        owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        phase_params = {
-            id(p)
-            for p in (pl_module.module.velocity_parameters() if phase == "flow" else pl_module.module.vae_parameters())
-        }
-        if not owned & phase_params:
+        module = pl_module.module
+        phase_params = {id(p) for p in (module.velocity_parameters() if phase == "flow" else module.vae_parameters())}
+        if not {id(p) for p in params} & phase_params:
             return  # the discriminator's step; wait for the phase's own optimizer
         self._done_epoch = epoch
-        check = check_gradients(pl_module.module, phase_name=phase)
+        check = check_gradients(module, phase_name=phase)
         pl_module.last_gradient_check = check
         _log(pl_module, "grad_nonfinite_count", sum(math.isnan(v) for v in check.grad_norms.values()), "max")
         _log(pl_module, "grad_zero_count", sum(v == 0.0 for v in check.grad_norms.values()), "max")

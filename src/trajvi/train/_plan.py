@@ -86,6 +86,8 @@ class TrajVITrainingPlan(TrainingPlan):
         Epochs over which the KL weight rises linearly from 0 to 1.
     velocity_lr
         Learning rate of the velocity field (phase 2).
+    dispersion_lr
+        Learning rate of the gene-wise dispersion (default: ``lr``).
     residual_penalty
         Weight of the squared state-dependent residual of the velocity field (phase 2).
     **kwargs
@@ -111,6 +113,7 @@ class TrajVITrainingPlan(TrainingPlan):
         max_update_ratio: float = 1.0,
         n_epochs_kl_warmup: int | None = None,
         velocity_lr: float = 1e-3,
+        dispersion_lr: float | None = None,
         residual_penalty: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -149,8 +152,10 @@ class TrajVITrainingPlan(TrainingPlan):
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.rollback_nonfinite = bool(rollback_nonfinite)
         self.max_update_ratio = float(max_update_ratio)
+        self.gradient_monitors: list[Any] = []  # set by the monitoring callbacks (train/_callbacks.py)
         self.last_skip_reason = ""
         self.velocity_lr = velocity_lr
+        self.dispersion_lr = dispersion_lr
         self.residual_penalty = float(residual_penalty)
         self.consecutive_skips = 0
         self.total_skipped_steps = 0
@@ -165,7 +170,7 @@ class TrajVITrainingPlan(TrainingPlan):
         dispersion = [self.module.log_theta]
         others = [p for p in self.module.vae_parameters() if p is not self.module.log_theta]
         vae = torch.optim.Adam(
-            [{"params": others}, {"params": dispersion, "eps": 1e-8}],
+            [{"params": others}, {"params": dispersion, "eps": 1e-8, "lr": self.dispersion_lr or self.lr}],
             lr=self.lr,
             eps=self.eps,
             weight_decay=self.weight_decay,
@@ -175,6 +180,15 @@ class TrajVITrainingPlan(TrainingPlan):
         )
         velocity = torch.optim.Adam(self.module.velocity_parameters(), lr=self.velocity_lr)
         return [vae, disc, velocity]
+
+    @property
+    def kl_weight_value(self) -> float:
+        """The KL weight of the current epoch as a Python float (no device tensor, no synchronisation)."""
+        warmup = self.n_epochs_kl_warmup
+        if not warmup or self.current_epoch >= warmup:
+            return float(self.max_kl_weight)
+        slope = self.max_kl_weight - self.min_kl_weight
+        return float(self.min_kl_weight + slope * self.current_epoch / warmup)
 
     @property
     def use_adversary(self) -> bool:
@@ -214,6 +228,7 @@ class TrajVITrainingPlan(TrainingPlan):
         if not grads:
             return torch.zeros((), device=loss.device), True
         norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
+        self._monitor_gradients(optimizer, params)
         if not bool(torch.isfinite(norm) & torch.isfinite(loss.detach())):
             optimizer.zero_grad(set_to_none=True)
             self.last_skip_reason = "loss or gradient was not finite"
@@ -238,6 +253,11 @@ class TrajVITrainingPlan(TrainingPlan):
             f"norm {float(size):.3g} + 1, or became non-finite) and was undone"
         )
         return norm, False
+
+    def _monitor_gradients(self, optimizer: Any, params: list[torch.nn.Parameter]) -> None:
+        """Hand the gradients, before clipping and before the finite check, to the attached monitors."""
+        for monitor in self.gradient_monitors:
+            monitor.observe(self, optimizer, params)
 
     def _record_skip(self, skipped: bool, phase: str) -> None:
         self.log(H.N_SKIPPED + "_train", float(skipped), on_step=False, on_epoch=True, reduce_fx="sum")
@@ -295,7 +315,7 @@ class TrajVITrainingPlan(TrainingPlan):
 
     def _vae_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt_vae, opt_disc, _ = self.optimizers()
-        kl_weight = self.kl_weight
+        kl_weight = self.kl_weight_value
         inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": kl_weight})
         z = inference_outputs["z"]
         n_obs = z.shape[0]
@@ -311,7 +331,16 @@ class TrajVITrainingPlan(TrainingPlan):
                 for _ in range(self.adversary_steps):
                     logits = self.module.adversary_logits(z.detach())
                     d_loss = discriminator_loss(logits, target)
-                    _, _ = self._guarded_step(opt_disc, self.module.discriminator_parameters(), d_loss, batch_idx)
+                    _, kept = self._guarded_step(opt_disc, self.module.discriminator_parameters(), d_loss, batch_idx)
+                    if kept is False:
+                        self.total_label_skips += 1
+                        self.log(H.N_LABEL_SKIPS + "_train", 1.0, on_step=False, on_epoch=True, reduce_fx="sum")
+                        logger.warning(
+                            "Skipped discriminator step %d (epoch %d): %s.",
+                            self.global_step,
+                            self.current_epoch,
+                            self.last_skip_reason,
+                        )
                 accuracy = (logits.argmax(dim=-1) == target).float().mean()
                 self.log(H.ADVERSARIAL + "_train", d_loss.detach(), **log)
                 self.log(H.DISC_ACCURACY + "_train", accuracy, **log)
@@ -349,17 +378,25 @@ class TrajVITrainingPlan(TrainingPlan):
             reduce_fx="sum",
             sync_dist=self.use_sync_dist,
         )
-        self.log(H.KL_WEIGHT, float(kl_weight), on_step=False, on_epoch=True)
+        self.log(H.KL_WEIGHT, kl_weight, on_step=False, on_epoch=True)
 
     @torch.inference_mode()
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """ELBO terms and discriminator accuracy on the validation cells (phase 1)."""
         if self.phase == "flow":
             return
-        inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": self.kl_weight})
+        inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": self.kl_weight_value})
         self._report_repairs(loss_output, "Validation")
         n_obs = inference_outputs["z"].shape[0]
         log = {"on_step": False, "on_epoch": True, "batch_size": n_obs, "sync_dist": self.use_sync_dist}
+        self.log(
+            H.N_REPAIRED + "_validation",
+            loss_output.extra_metrics["n_repaired"],
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            sync_dist=self.use_sync_dist,
+        )
         self.log("validation_loss", loss_output.loss, **log)
         self.log(H.RECONSTRUCTION + "_validation", loss_output.reconstruction_loss_sum / n_obs, **log)
         self.log(H.KL + "_validation", loss_output.kl_local_sum / n_obs, **log)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from scvi.train import TrainRunner
 
@@ -29,16 +30,12 @@ class TrajVITrainRunner(TrainRunner):
             self.model.is_trained_ = was_trained
         new = self.model.history_ or {}
         merged = {k: v.copy() for k, v in previous.items()}
-        offset = max((len(v) for v in previous.values()), default=0)
+        # epochs of this call follow those already recorded; a key logged only on some epochs keeps its epochs
+        offset = 1 + max((int(v.index.max()) for v in previous.values() if len(v)), default=-1)
         for key, frame in new.items():
             frame = frame.copy()
-            if key in merged:
-                start = len(merged[key])
-                frame.index = pd.RangeIndex(start, start + len(frame), name=merged[key].index.name)
-                merged[key] = pd.concat([merged[key], frame])
-            else:
-                frame.index = pd.RangeIndex(offset, offset + len(frame), name=frame.index.name)
-                merged[key] = frame
+            frame.index = pd.Index(np.asarray(frame.index, dtype=int) + offset, name=frame.index.name or "epoch")
+            merged[key] = pd.concat([merged[key], frame]) if key in merged else frame
         self.model.history_ = _as_float(merged)
 
 
