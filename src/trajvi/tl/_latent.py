@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._utils import check_model
+from ._utils import check_model, skip_on_other_ranks
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -38,15 +38,24 @@ def latent(
 
     Returns
     -------
-    ``None``, or the copy when ``copy=True``. Writes
+    AnnData or None
+        ``None``, or the copy when ``copy=True``. Under distributed training only rank 0 writes into
+        ``adata`` (the other processes return ``None`` at once; ``copy=True`` works on every process). Writes
 
-    - ``obsm[key_added]``: posterior means of the latent, ``(n_cells, n_latent)``;
-    - ``varm[key_added]``: the decoder's gene embeddings, ``(n_genes, n_hidden)``;
-    - ``uns[key_added]['params']``: the parameters used.
+        - ``obsm[key_added]``: posterior means of the latent, ``(n_cells, n_latent)``;
+        - ``varm[key_added]``: the decoder's gene embeddings, ``(n_genes, n_hidden)``;
+        - ``uns[key_added]['params']``: the parameters used.
     """
     check_model(model, adata)
+    if not copy and skip_on_other_ranks("tl.latent"):
+        return None
     if copy:
         adata = adata.copy()
+    _write_latent(adata, model, key_added=key_added, batch_size=batch_size)
+    return adata if copy else None
+
+
+def _write_latent(adata: AnnData, model: TrajVI, *, key_added: str, batch_size: int | None) -> None:
     z = model.get_latent_representation(adata, batch_size=batch_size)
     adata.obsm[key_added] = z
     adata.varm[key_added] = model.get_gene_embeddings().to_numpy()
@@ -58,4 +67,3 @@ def latent(
             "adversarial_weight": model.adversarial_weight,
         }
     }
-    return adata if copy else None

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ._latent import latent as _latent
-from ._utils import check_model
+from ._latent import _write_latent
+from ._utils import check_model, skip_on_other_ranks
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -51,19 +51,23 @@ def trajectories(
 
     Returns
     -------
-    ``None``, or the copy when ``copy=True``. Writes
+    AnnData or None
+        ``None``, or the copy when ``copy=True``. Under distributed training only rank 0 writes into
+        ``adata`` (the other processes return ``None`` at once; ``copy=True`` works on every process). Writes
 
-    - ``obsm[key_added]``: ``(n_cells, n_steps + 1, n_latent)`` latent paths; ``NaN`` for cells that were not
-      simulated;
-    - ``uns[key_added]``: ``times``, ``simulated`` (boolean mask of the simulated cells) and ``params``;
-    - ``obsm[latent_key]`` and the matching ``varm``/``uns`` entries, if they were missing.
+        - ``obsm[key_added]``: ``(n_cells, n_steps + 1, n_latent)`` latent paths; ``NaN`` for cells that were
+          not simulated;
+        - ``uns[key_added]``: ``times``, ``simulated`` (boolean mask of the simulated cells) and ``params``;
+        - ``obsm[latent_key]`` and the matching ``varm``/``uns`` entries, if they were missing.
     """
     check_model(model, adata)
     model._require_phase2()
+    if not copy and skip_on_other_ranks("tl.trajectories"):
+        return None
     if copy:
         adata = adata.copy()
     if latent_key not in adata.obsm:
-        _latent(adata, model, key_added=latent_key, batch_size=batch_size)
+        _write_latent(adata, model, key_added=latent_key, batch_size=batch_size)
     result = model.simulate_trajectory(
         adata,
         indices=indices,

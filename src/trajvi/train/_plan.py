@@ -4,6 +4,11 @@ Phase 1 (``phase="vae"``) alternates a discriminator step on the detached latent
 adds a bounded fooling term. Every step is guarded: a loss or gradient that is not finite skips the
 step (parameters untouched) and is counted; non-finite loss entries are repaired and counted; too many
 skipped steps in a row stop training with an error that says what to try.
+
+Under DDP (``strategy="ddp_find_unused_parameters_true"``) every backward pass averages the gradients over
+the processes, so each of the three optimizers steps on the same gradients everywhere; every decision that
+could depend on one process's minibatch alone (a non-finite loss, labels out of range, a rolled-back step)
+is reduced over the processes first, so all replicas take, skip or undo the same steps.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from scvi.train import TrainingPlan
 
 from trajvi._constants import HISTORY_KEYS as H
 from trajvi._constants import REGISTRY_KEYS
+from trajvi._distributed import all_processes_agree
 from trajvi._logging import logger
 from trajvi.module import (
     TrajVIModule,
@@ -28,6 +34,9 @@ from trajvi.module import (
 )
 
 Phase = Literal["vae", "flow"]
+
+#: Said of a skipped step whose trouble was on another process of a distributed run (all skip it together).
+_ELSEWHERE = " on another process"
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -190,6 +199,16 @@ class TrajVITrainingPlan(TrainingPlan):
         slope = self.max_kl_weight - self.min_kl_weight
         return float(self.min_kl_weight + slope * self.current_epoch / warmup)
 
+    def _agree(self, flag: torch.Tensor) -> bool:
+        """Whether ``flag`` holds on every process (a no-op without DDP; one scalar all-reduce with it)."""
+        return all_processes_agree(flag, self.trainer.world_size)
+
+    def on_fit_start(self) -> None:
+        """Under DDP, train every replica with rank 0's residual penalty (each process may have chosen its own)."""
+        super().on_fit_start()
+        if self.phase == "flow" and self.trainer.world_size > 1:
+            self.residual_penalty = float(self.trainer.strategy.broadcast(self.residual_penalty, src=0))
+
     @property
     def use_adversary(self) -> bool:
         """Whether the discriminator has at least two classes to tell apart."""
@@ -214,7 +233,9 @@ class TrajVITrainingPlan(TrainingPlan):
         """Backward ``loss`` and, at the end of an accumulation window, clip and step if finite.
 
         A step whose loss or gradient norm is not finite is not taken. With ``rollback_nonfinite``, a step
-        that blows up (a learning rate far too high for one step) is undone. Returns the gradient
+        that blows up (a learning rate far too high for one step) is undone. Under DDP both decisions are
+        taken by all processes together (a step is taken only if it is fine on every one), so the replicas
+        stay identical. Returns the gradient
         norm (before clipping; ``nan`` inside a window) and whether the step was kept (``None`` inside a
         window); the reason for a skip is in ``self.last_skip_reason``.
         """
@@ -229,9 +250,10 @@ class TrajVITrainingPlan(TrainingPlan):
             return torch.zeros((), device=loss.device), True
         norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
         self._monitor_gradients(optimizer, params)
-        if not bool(torch.isfinite(norm) & torch.isfinite(loss.detach())):
+        finite = torch.isfinite(norm) & torch.isfinite(loss.detach())
+        if not self._agree(finite):
             optimizer.zero_grad(set_to_none=True)
-            self.last_skip_reason = "loss or gradient was not finite"
+            self.last_skip_reason = "loss or gradient was not finite" + ("" if bool(finite) else _ELSEWHERE)
             return norm, False
         if self.gradient_clip_val:
             torch.nn.utils.clip_grads_with_norm_(params, self.gradient_clip_val, norm)
@@ -243,7 +265,8 @@ class TrajVITrainingPlan(TrainingPlan):
             optimizer.step()
             moved = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, backup))))
             size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(backup)))
-            if bool(torch.isfinite(moved) & (moved <= self.max_update_ratio * (size + 1.0))):
+            kept = torch.isfinite(moved) & (moved <= self.max_update_ratio * (size + 1.0))
+            if self._agree(kept):
                 return norm, True
             for p, b in zip(params, backup, strict=True):
                 p.copy_(b)
@@ -251,6 +274,8 @@ class TrajVITrainingPlan(TrainingPlan):
         self.last_skip_reason = (
             f"the step blew up (parameters moved by {float(moved):.3g}, more than {self.max_update_ratio:g} x their "
             f"norm {float(size):.3g} + 1, or became non-finite) and was undone"
+            if not bool(kept)
+            else "the step blew up" + _ELSEWHERE + " and was undone"
         )
         return norm, False
 
@@ -325,7 +350,7 @@ class TrajVITrainingPlan(TrainingPlan):
         loss = loss_output.loss
         if self.use_adversary:
             target = labels_to_indices(batch[self.adversary_key], self.module.n_adversary_classes)
-            in_range = bool(labels_in_range(target, self.module.n_adversary_classes))
+            in_range = self._agree(labels_in_range(target, self.module.n_adversary_classes))
             self.log(H.N_LABEL_SKIPS + "_train", float(not in_range), on_step=False, on_epoch=True, reduce_fx="sum")
             if in_range:
                 for _ in range(self.adversary_steps):
@@ -347,10 +372,11 @@ class TrajVITrainingPlan(TrainingPlan):
             else:
                 self.total_label_skips += 1
                 logger.warning(
-                    "Step %d: adversarial labels outside [0, %d) (values %s); skipped this batch's "
+                    "Step %d: adversarial labels outside [0, %d)%s (values %s); skipped this batch's "
                     "discriminator step (%d so far).",
                     self.global_step,
                     self.module.n_adversary_classes,
+                    _ELSEWHERE if bool(labels_in_range(target, self.module.n_adversary_classes)) else "",
                     sorted(set(target.tolist()))[:10],
                     self.total_label_skips,
                 )
@@ -380,7 +406,7 @@ class TrajVITrainingPlan(TrainingPlan):
         )
         self.log(H.KL_WEIGHT, kl_weight, on_step=False, on_epoch=True)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: under gloo DDP, Lightning syncs the logged values in place afterwards
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """ELBO terms and discriminator accuracy on the validation cells (phase 1)."""
         if self.phase == "flow":
@@ -403,7 +429,7 @@ class TrajVITrainingPlan(TrainingPlan):
         self.log("elbo_validation", (loss_output.reconstruction_loss_sum + loss_output.kl_local_sum) / n_obs, **log)
         if self.use_adversary:
             target = labels_to_indices(batch[self.adversary_key], self.module.n_adversary_classes)
-            if bool(labels_in_range(target, self.module.n_adversary_classes)):
+            if self._agree(labels_in_range(target, self.module.n_adversary_classes)):  # same keys on every process
                 logits = self.module.adversary_logits(inference_outputs["qzm"])
                 accuracy = (logits.argmax(dim=-1) == target).float().mean()
                 self.log(H.DISC_ACCURACY + "_validation", accuracy, **log)

@@ -12,8 +12,16 @@ class TrajVITrainRunner(TrainRunner):
 
     scvi-tools drops the keys that the first ``train()`` call did not log; trajvi logs other metrics
     in phase 2 and in later calls, so each call's new rows are appended per key, and new keys are added
-    (indexed after the epochs already recorded). Values are stored as floats.
+    (indexed after the epochs already recorded). Values are stored as floats. Under DDP only rank 0 holds
+    a history (the other processes keep an empty one), and after training each process keeps the model on
+    its own device.
     """
+
+    def _run_training_core(self) -> None:
+        super()._run_training_core()
+        if self.trainer.world_size > 1:
+            # scvi-tools moves the model to the first listed device on every process; keep each on its own
+            self.model.to_device(self.trainer.strategy.root_device)
 
     def _update_history(self) -> None:
         previous = self.model.history_ if isinstance(self.model.history_, dict) else None
