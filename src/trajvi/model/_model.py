@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from scvi import settings as scvi_settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, NumericalObsField
 from scvi.dataloaders import DataSplitter
@@ -14,10 +15,11 @@ from scvi.model._utils import get_max_epochs_heuristic, use_distributed_sampler
 from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 
 from trajvi._constants import REGISTRY_KEYS
+from trajvi._distributed import check_strategy, global_rank
 from trajvi._logging import logger
 from trajvi.data import validate_anndata
 from trajvi.module import TrajVIModule
-from trajvi.train import TrajVITrainingPlan, TrajVITrainRunner, monitor_callbacks
+from trajvi.train import DeviceDataSplitter, TrajVITrainingPlan, TrajVITrainRunner, monitor_callbacks
 
 from ._compat import check_categories, check_genes, read_saved
 from ._inference import InferenceMixin
@@ -27,6 +29,13 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 AdversarialTarget = Literal["condition", "batch"]
+
+
+def _trains_on_gpu(accelerator: str) -> bool:
+    """Whether Lightning will train on a CUDA device for this ``accelerator`` setting."""
+    import torch
+
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelClass):
@@ -51,7 +60,9 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
     n_attention
         Width ``d_k`` of the decoder's queries and keys.
     decode_condition
-        Whether the decoder sees the condition (through a learned embedding).
+        Whether the decoder sees the condition (through a learned embedding). Off by default: the
+        condition then has to live in the latent state, where phase 2 moves it; on the Kang and Klein
+        benchmarks this predicted held-out cells better overall (``docs/benchmarks.md``).
     adversarial_weight
         Weight of the fooling term: how strongly the latent is pushed to hide the adversarial target.
         0 still trains the discriminator, as a monitor of what the latent reveals.
@@ -87,7 +98,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         n_attention: int = 64,
-        decode_condition: bool = True,
+        decode_condition: bool = False,
         adversarial_weight: float = 1.0,
         adversarial_target: AdversarialTarget = "condition",
         n_condition_embed: int = 16,
@@ -241,6 +252,25 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             check_categories(adata, saved["attr_dict"]["registry_"])
         return super().load(dir_path, adata=adata, **kwargs)
 
+    def save(self, dir_path: str, *args: Any, **kwargs: Any) -> None:
+        """Save the model (see :meth:`scvi.model.base.BaseModelClass.save`); under DDP, from rank 0 only.
+
+        Every process of a distributed run goes on with the script after training and holds the same
+        parameters; only rank 0 writes the folder, the others return without writing.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write.
+        *args, **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save` (``overwrite``, ``save_anndata``, ...).
+        """
+        rank = global_rank()
+        if rank != 0:
+            logger.debug("save(%r) skipped on process rank %d: only rank 0 writes.", str(dir_path), rank)
+            return
+        super().save(dir_path, *args, **kwargs)
+
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
         """scvi-tools' validation, after trajvi's checks of the genes and categories of a new AnnData."""
         if adata is not None and adata is not self.adata and self.get_anndata_manager(adata) is None:
@@ -283,6 +313,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         devices: int | list[int] | str = "auto",
         early_stopping: bool = False,
         datasplitter_kwargs: dict[str, Any] | None = None,
+        data_on_device: bool | None = None,
         plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
@@ -294,7 +325,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             Number of passes over the training cells; ``None`` uses scvi-tools' heuristic
             (``min(round(20000 / n_cells * 400), 400)``).
         batch_size
-            Cells per minibatch.
+            Cells per minibatch (per process under DDP).
         lr, adversary_lr, weight_decay
             Adam settings of the VAE and of the discriminator.
         n_epochs_kl_warmup
@@ -320,16 +351,31 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         train_size, validation_size, shuffle_set_split
             The train/validation split (:class:`scvi.dataloaders.DataSplitter`).
         accelerator, devices
-            Lightning's hardware settings.
+            Lightning's hardware settings. For several GPUs or nodes pass
+            ``strategy="ddp_find_unused_parameters_true"`` (and ``num_nodes``) too, from a script, with the
+            same ``scvi.settings.seed`` on every process; see ``docs/distributed.md``.
         early_stopping
             Stop when the validation ELBO stops improving (see :class:`scvi.train.Trainer`).
         datasplitter_kwargs
             More arguments for the :class:`~scvi.dataloaders.DataSplitter`.
+        data_on_device
+            Copy the registered data to the training device once and cut minibatches there
+            (:class:`~trajvi.train.DeviceDataSplitter`) instead of slicing the AnnData on the host for
+            every minibatch. ``None`` (default) does so when training on a GPU. The split, keys and dtypes
+            are scvi-tools'; counts larger than ``max_dense_bytes`` (a ``datasplitter_kwargs`` entry,
+            2 GiB by default) stay sparse on the device.
         plan_kwargs
             More arguments for :class:`~trajvi.train.TrajVITrainingPlan` (they override the above).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (for example ``precision``, ``strategy``,
-            ``enable_progress_bar``).
+            Passed to :class:`scvi.train.Trainer` (for example ``precision``, ``strategy``, ``num_nodes``,
+            ``enable_progress_bar``, ``log_save_dir``).
+
+        Raises
+        ------
+        ValueError
+            A DDP strategy that does not look for unused parameters (plain ``"ddp"``), or a DDP strategy
+            with a random train/validation split and no ``scvi.settings.seed`` (each process would draw
+            its own split).
         """
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
@@ -360,7 +406,24 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             "max_consecutive_skips": max_consecutive_skips,
         }
         plan_args.update(plan_kwargs or {})
-        data_splitter = self._data_splitter_cls(
+        strategy = trainer_kwargs.get("strategy")
+        check_strategy(strategy)
+        if (
+            use_distributed_sampler(strategy)
+            and shuffle_set_split
+            and scvi_settings.seed is None
+            and "external_indexing" not in (datasplitter_kwargs or {})
+        ):
+            msg = (
+                "Distributed training needs the same train/validation split on every process: set "
+                "scvi.settings.seed = 0 (any number, the same everywhere) at the top of the script, or pass "
+                "shuffle_set_split=False or datasplitter_kwargs={'external_indexing': [...]}."
+            )
+            raise ValueError(msg)
+        if data_on_device is None:
+            data_on_device = _trains_on_gpu(accelerator)
+        splitter_cls = DeviceDataSplitter if data_on_device else self._data_splitter_cls
+        data_splitter = splitter_cls(
             self.adata_manager,
             train_size=train_size,
             validation_size=validation_size,

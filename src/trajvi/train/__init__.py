@@ -7,12 +7,14 @@ from ._callbacks import (
     ParameterMonitor,
     monitor_callbacks,
 )
+from ._device_data import DeviceDataSplitter
 from ._gradients import GradientCheck, check_gradients, parameter_groups
 from ._pairs import PairDataModule, Segment, draw_pairs
 from ._plan import NonFiniteTrainingError, TrajVITrainingPlan
 from ._runner import TrajVITrainRunner
 
 __all__ = [
+    "DeviceDataSplitter",
     "GradientCheck",
     "GradientCheckCallback",
     "GradientNormMonitor",
