@@ -82,7 +82,11 @@ def test_gradient_accumulation_matches_one_large_batch(synthetic_adata):
         scvi.settings.seed = 0
         adata = base.copy()
         trajvi.TrajVI.setup_anndata(adata, "condition")
-        m = trajvi.TrajVI(adata, n_latent=4, n_hidden=32, dropout_rate=0.0, adversarial_weight=0.0)
+        # the decoder sees the condition, as when the tolerance was measured (0.048; 0.12 without: more of the
+        # update then goes through batch-normalised layers, whose statistics differ between 64 and 256 cells)
+        m = trajvi.TrajVI(
+            adata, n_latent=4, n_hidden=32, dropout_rate=0.0, adversarial_weight=0.0, decode_condition=True
+        )
         with torch.no_grad():  # a near-deterministic encoder: no sampling noise between the runs
             m.module.encoder.logvar.bias.fill_(-30.0)
             m.module.encoder.logvar.weight.zero_()

@@ -223,3 +223,50 @@ def test_unbalanced_keeps_the_given_masses():
     x, y = _clouds(n=4, m=4)
     plan = couple(x, y, method="unbalanced", a=np.full(4, 2.0), b=np.full(4, 2.0), reg_m=1e3, epsilon=0.05)
     assert plan.sum() == pytest.approx(8.0, rel=1e-3)
+
+
+def _point_clouds(n=60, m=50, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.normal(loc=0.5, size=(m, d))
+
+
+@pytest.mark.parametrize("method", ["sinkhorn", "unbalanced"])
+@pytest.mark.parametrize("epsilon", [0.05, 1e-3])
+def test_torch_sinkhorn_matches_numpy(method, epsilon):
+    x, y = _point_clouds()
+    expected = couple(x, y, method=method, epsilon=epsilon)
+    plan = couple(x, y, method=method, epsilon=epsilon, device="cpu")
+    assert isinstance(plan, np.ndarray) and plan.dtype == np.float64
+    np.testing.assert_allclose(plan, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_torch_sinkhorn_keeps_zero_weight_rows_and_exact_ignores_the_device():
+    x, y = _point_clouds(8, 6)
+    a = np.array([0, 1, 1, 1, 1, 1, 1, 0.0])
+    plan = couple(x, y, method="sinkhorn", a=a, device="cpu")
+    assert np.all(plan[[0, 7]] == 0)
+    np.testing.assert_allclose(plan.sum(axis=0), np.full(6, 1 / 6), atol=1e-6)
+    np.testing.assert_array_equal(couple(x, y, method="exact", device="cpu"), couple(x, y, method="exact"))
+
+
+def test_couple_sets_passes_the_device_to_every_block():
+    from trajvi.transport import couple_sets
+
+    x, y = _point_clouds(300, 280)
+    on_numpy = couple_sets(x, y, method="sinkhorn", batch_size=100, rng=0)
+    on_torch = couple_sets(x, y, method="sinkhorn", batch_size=100, rng=0, device="cpu")
+    assert on_torch.n_blocks == on_numpy.n_blocks == 3
+    for p, q in zip(on_numpy.plans, on_torch.plans, strict=True):
+        np.testing.assert_allclose(q, p, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_torch_sinkhorn_on_cuda_matches_numpy():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    x, y = _point_clouds(500, 400)
+    np.testing.assert_allclose(
+        couple(x, y, method="sinkhorn", device="cuda"), couple(x, y, method="sinkhorn"), rtol=1e-6, atol=1e-12
+    )

@@ -222,3 +222,19 @@ def test_coupling_checks_its_blocks():
         Coupling([np.arange(2)], [np.arange(3)], [np.full((2, 2), 0.25)], np.array([1.0]), [None], 2, 3)
     with pytest.raises(ValueError, match="weights must be non-negative and sum to 1"):
         Coupling([np.arange(2)], [np.arange(2)], [np.full((2, 2), 0.25)], np.array([0.5]), [None], 2, 2)
+
+
+@pytest.mark.parametrize(("method", "cached"), [("exact", True), ("sinkhorn", False)])
+def test_repeated_draws_are_the_same_with_the_sparse_plan_sampler_kept(method, cached):
+    x, y = _sets(n=60, m=50)
+    coupling = couple_sets(x, y, method=method, batch_size=20, rng=0)
+    first = coupling.sample(500, rng=7)
+    assert bool(coupling._samplers) is cached  # only sparse (exact) plans keep their sampler
+    again = coupling.sample(500, rng=7)
+    fresh = couple_sets(x, y, method=method, batch_size=20, rng=0).sample(500, rng=7)
+    for a, b, c in zip(first, again, fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    dense = coupling.to_dense()
+    i, j = first
+    assert np.all(dense[i, j] > 0)

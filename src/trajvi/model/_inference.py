@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 Integrator = Literal["euler", "rk4", "dopri5"]
+_CHUNK = 65_536  # cells whose counts are read at once to compute library sizes
 
 
 @dataclass
@@ -107,8 +108,11 @@ class InferenceMixin:
             sf = np.asarray(self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)).reshape(-1, 1)[idx]
             library = torch.as_tensor(np.log(sf), dtype=torch.float32, device=device)
         else:
-            counts = self.get_from_registry(adata, REGISTRY_KEYS.X_KEY)[idx]
-            totals = np.asarray(counts.sum(axis=1)).reshape(-1, 1)
+            # library sizes in chunks of cells: slicing all the cells at once would copy the whole count matrix
+            counts = self.get_from_registry(adata, REGISTRY_KEYS.X_KEY)
+            totals = np.concatenate(
+                [np.asarray(counts[idx[i : i + _CHUNK]].sum(axis=1)).reshape(-1) for i in range(0, len(idx), _CHUNK)]
+            ).reshape(-1, 1)
             library = torch.as_tensor(np.log(np.maximum(totals, 1.0)), dtype=torch.float32, device=device)
         return z.float(), batch.long().reshape(-1, 1), library
 
@@ -279,7 +283,8 @@ class InferenceMixin:
         -------
         AnnData with sampled counts in ``X`` (CSR), the NB means in ``layers[layer_key]``, ``var`` as in the
         input, and ``obs`` holding the source cell (``source_cell``), its obs columns, ``condition`` (the
-        target, or ``t=<time>``), ``source_condition`` and ``sample``.
+        target, or ``t=<time>``; the registered condition column, when it has another name, says the same,
+        and a registered time column holds the target time), ``source_condition`` and ``sample``.
         """
         from anndata import AnnData
 
@@ -325,6 +330,11 @@ class InferenceMixin:
         obs["source_cell"] = np.tile(np.asarray(result.cells), int(n_samples))
         obs["source_condition"] = result.source
         obs["condition"] = pd.Categorical([label] * len(obs))
+        setup_args = self.adata_manager.registry["setup_args"]
+        if setup_args.get("condition_key") not in (None, "condition"):  # the user's own column names the target too
+            obs[setup_args["condition_key"]] = pd.Categorical([label] * len(obs))
+        if setup_args.get("time_key") is not None:
+            obs[setup_args["time_key"]] = t_end
         obs["sample"] = np.repeat(np.arange(int(n_samples)), len(idx))
         obs.index = [f"{c}-pred{s}" for c, s in zip(obs["source_cell"], obs["sample"], strict=True)]
         out = AnnData(

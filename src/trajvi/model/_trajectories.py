@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from trajvi._constants import REGISTRY_KEYS
+from trajvi._distributed import check_strategy
 from trajvi._logging import logger
 from trajvi.data._checks import check_obs_key
 from trajvi.train import PairDataModule, Segment, TrajVITrainingPlan, monitor_callbacks
@@ -118,7 +120,16 @@ class TrajectoryMixin:
             segments.append(Segment(f"{src}->{tgt}", z[s_mask], z[t_mask], float(t0), float(t1), coupling))
         return segments
 
-    def _folds(
+    def _folds(self, *args: Any) -> list[Fold]:
+        """The validation folds, built without repeating the final fit's notes on left-out groups."""
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        try:
+            return self._build_folds(*args)
+        finally:
+            logger.setLevel(level)
+
+    def _build_folds(
         self,
         z: np.ndarray,
         codes: np.ndarray,
@@ -181,6 +192,7 @@ class TrajectoryMixin:
         epsilon: float = 0.05,
         reg_m: float = 1.0,
         ot_batch_size: int | None = None,
+        ot_device: str | None = "auto",
         group_weighting: Literal["source", "balanced"] = "balanced",
         pairs_per_epoch: int | None = None,
         indices: Sequence[int] | None = None,
@@ -191,6 +203,7 @@ class TrajectoryMixin:
         loss_curves_dir: str | None = None,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
+        plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         """Fit phase 2: couple consecutive conditions by optimal transport and fit the velocity field.
@@ -201,6 +214,12 @@ class TrajectoryMixin:
         field by flow matching on the straight path between the paired latents, in the unstandardised
         latent, over the real times of a registered ``time_key`` (else ``t`` in ``[0, 1]``). A second call
         retrains phase 2 only (the field starts afresh).
+
+        Under DDP (``strategy="ddp_find_unused_parameters_true"``, see ``docs/distributed.md``) every process
+        encodes the cells and computes the couplings itself (deterministic pre-processing from the same
+        ``seed``, so the same everywhere; its cost is not divided), draws the same pairs every epoch and
+        trains on its own disjoint share of their minibatches; the gradients are averaged over the
+        processes. ``batch_size`` is per process; ``pairs_per_epoch`` counts the pairs of all processes.
 
         Parameters
         ----------
@@ -223,7 +242,9 @@ class TrajectoryMixin:
             time-dependent shift). ``"auto"`` chooses among ``penalties`` by leave-one-group-out validation
             inside the training data: each group of ``couple_within`` in turn (or, without groups, each
             interior time point of the path) is left out, a field is fit on the rest, and its prediction
-            of the left-out cells is scored by the energy distance in the latent.
+            of the left-out cells is scored by the energy distance in the latent. Under DDP this selection
+            is not distributed: every process runs it in full (from its own random initialisation of the
+            validation fits), and all train with rank 0's choice.
         penalties
             Candidates for ``residual_penalty="auto"``.
         validation_epochs
@@ -232,6 +253,10 @@ class TrajectoryMixin:
             Entropic regularisation (relative to the cost scale) and marginal relaxation.
         ot_batch_size
             Couple in blocks of at most this many cells per side (minibatch OT for large sets).
+        ot_device
+            Where the entropic solvers (``"sinkhorn"``, ``"unbalanced"``) iterate: ``"auto"`` on the model's
+            device when it is a GPU, else in numpy on the CPU; ``None`` always in numpy; or a torch device
+            such as ``"cuda:0"``. The exact solver always runs on the CPU.
         group_weighting
             How pairs are shared among groups: ``"balanced"`` (equally; the mean shift is then averaged over
             groups, as latent arithmetic does) or ``"source"`` (by number of source cells).
@@ -241,7 +266,7 @@ class TrajectoryMixin:
         indices
             Cells used in phase 2 (default: all).
         seed
-            Seed of the coupling and the pair draws (default: ``scvi.settings.seed``).
+            Seed of the coupling and the pair draws (default: ``scvi.settings.seed``, or 0 when it is unset).
         monitor_gradients_every_n_steps
             Log the gradient norm of each parameter block every this many optimizer steps
             (``grad_norm/<block>`` in the history).
@@ -254,7 +279,10 @@ class TrajectoryMixin:
         loss_curves_dir
             Folder that receives ``history.csv`` (every epoch) and ``history.png`` (at the end).
         accelerator, devices, **trainer_kwargs
-            Passed to the scvi-tools trainer.
+            Passed to the scvi-tools trainer (``strategy``, ``num_nodes``, ``precision``, ...).
+        plan_kwargs
+            More arguments for :class:`~trajvi.train.TrajVITrainingPlan` of the final fit (they override the
+            above), such as ``gradient_clip_val``, ``max_consecutive_skips`` or ``rollback_nonfinite``.
         """
         import scvi
 
@@ -280,7 +308,10 @@ class TrajectoryMixin:
             if int(value) < 1:
                 msg = f"{name}={value}; it must be at least 1."
                 raise ValueError(msg)
-        seed = int(scvi.settings.seed if seed is None else seed)
+        check_strategy(trainer_kwargs.get("strategy"))
+        if seed is None:
+            seed = scvi.settings.seed if scvi.settings.seed is not None else 0
+        seed = int(seed)
         times = self._path_times(path)
         keep = np.zeros(self.adata.n_obs, dtype=bool)
         keep[np.arange(self.adata.n_obs) if indices is None else np.asarray(indices)] = True
@@ -296,6 +327,7 @@ class TrajectoryMixin:
             "batch_size": ot_batch_size,
             "group_weighting": group_weighting,
             "rng": seed,
+            "device": _ot_device(ot_device, self.module.device),
         }
         segments = self._segments(z, codes, groups, path, times, keep, ot)
         n_source = sum(len(s.z_source) for s in segments)
@@ -347,9 +379,9 @@ class TrajectoryMixin:
                 loss_curves_dir=loss_curves_dir,
             ),
         ]
-        plan = TrajVITrainingPlan(
-            module, phase="flow", velocity_lr=lr, residual_penalty=float(residual_penalty), adversarial_weight=0.0
-        )
+        plan_args = {"velocity_lr": lr, "residual_penalty": float(residual_penalty), "adversarial_weight": 0.0}
+        plan_args.update(plan_kwargs or {})
+        plan = TrajVITrainingPlan(module, phase="flow", **plan_args)
         trainer_kwargs.setdefault("reload_dataloaders_every_n_epochs", 1)
         trainer_kwargs.setdefault("log_every_n_steps", 1)  # pairs are redrawn every epoch; few batches each
         trainer_kwargs.setdefault("check_val_every_n_epoch", None)
@@ -367,7 +399,14 @@ class TrajectoryMixin:
         self._report_guards(plan)
         self.trajectory_path_ = path
         self.trajectory_times_ = [float(t) for t in times]
-        self.residual_penalty_ = float(residual_penalty)
+        self.residual_penalty_ = float(plan.residual_penalty)  # under DDP, rank 0's choice (see the plan)
         self.couple_within_ = couple_within
         self.trajectory_validation_ = table
         self.is_trajectory_trained_ = True
+
+
+def _ot_device(ot_device: str | None, model_device: Any) -> str | None:
+    """The device of the entropic OT solvers: ``"auto"`` is the model's device when it is a GPU, else numpy."""
+    if ot_device == "auto":
+        return str(model_device) if getattr(model_device, "type", "cpu") == "cuda" else None
+    return ot_device

@@ -9,10 +9,12 @@ keeps one outlier from shrinking the effective ``epsilon`` of every other cell.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Literal, get_args
 
 import numpy as np
 import ot
+import torch
 from scipy.special import logsumexp
 
 from trajvi._logging import logger
@@ -42,6 +44,7 @@ def couple(
     b: np.ndarray | None = None,
     max_iter: int = 1_000_000,
     max_iter_entropic: int = 10_000,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Optimal-transport plan ``(n_source, n_target)`` between two point clouds with squared-Euclidean cost.
 
@@ -68,6 +71,11 @@ def couple(
         Iteration cap of the exact solver (network-simplex pivots).
     max_iter_entropic
         Iteration cap of the Sinkhorn solvers.
+    device
+        Where the Sinkhorn iterations of ``"sinkhorn"`` and ``"unbalanced"`` run: ``None`` in numpy, or a
+        torch device (``"cuda"``, ``"cpu"``) in float64 torch, the same algorithm (a GPU solves a
+        ``4096 x 4096`` block in tens of milliseconds). The cost, the checks and the returned plan stay in
+        numpy; ``"exact"`` always runs on the CPU (POT's network simplex).
 
     Returns
     -------
@@ -129,7 +137,8 @@ def couple(
         sub_plan, converged = _solve_exact(sub_cost, a[rows], b[cols], max_iter), True
     else:
         unbalanced_reg = None if method == "sinkhorn" else reg_m
-        sub_plan, converged = _sinkhorn(sub_cost, a[rows], b[cols], epsilon, unbalanced_reg, max_iter_entropic)
+        solver = _sinkhorn if device is None else partial(_sinkhorn_torch, device=device)
+        sub_plan, converged = solver(sub_cost, a[rows], b[cols], epsilon, unbalanced_reg, max_iter_entropic)
     if full:
         plan = sub_plan
     else:
@@ -262,6 +271,73 @@ def _sinkhorn_stage(
                 continue
         # Mass-weighted change of the row scalings: for balanced OT, the L1 row-marginal error of (phi, psi).
         change = a @ np.abs(np.expm1(phi - phi_new))
+        phi, psi = phi_new, psi_new
+        if change < tol:
+            return phi, psi, n_iter, True
+    return phi, psi, max_iter, False
+
+
+def _sinkhorn_torch(
+    cost: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    epsilon: float,
+    reg_m: float | None,
+    max_iter: int,
+    *,
+    device: str | torch.device,
+) -> tuple[np.ndarray, bool]:
+    """:func:`_sinkhorn` in float64 torch on ``device``; returns the plan as a numpy array."""
+    device = torch.device(device)
+    as_tensor = partial(torch.as_tensor, dtype=torch.float64, device=device)
+    cost_t = as_tensor(cost)
+    log_a, log_b = torch.log(as_tensor(a)), torch.log(as_tensor(b))
+    f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    stages = [e for e in 0.5 ** np.arange(60) if e > epsilon] + [epsilon]
+    n_iter, converged, final = 0, False, False
+    with torch.inference_mode():
+        for stage in stages:
+            final = stage == epsilon
+            damping = 1.0 if reg_m is None else reg_m / (reg_m + stage)
+            tol = _SINKHORN_TOL if final else _STAGE_TOL
+            phi, psi, used, converged = _sinkhorn_stage_torch(
+                cost_t / stage, log_a, log_b, f / stage, g / stage, damping, tol, max_iter - n_iter
+            )
+            f, g, n_iter = phi * stage, psi * stage, n_iter + used
+            if n_iter >= max_iter:
+                break
+        plan = torch.exp(log_a[:, None] + log_b + (f[:, None] + g - cost_t) / epsilon)
+    return plan.cpu().numpy(), converged and final
+
+
+def _sinkhorn_stage_torch(
+    scaled: torch.Tensor,
+    log_a: torch.Tensor,
+    log_b: torch.Tensor,
+    phi: torch.Tensor,
+    psi: torch.Tensor,
+    damping: float,
+    tol: float,
+    max_iter: int,
+) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    """:func:`_sinkhorn_stage` in torch, with one host synchronisation per iteration."""
+    a, b = torch.exp(log_a), torch.exp(log_b)
+    kernel = phi_0 = psi_0 = None
+    for n_iter in range(1, max_iter + 1):
+        if kernel is None:
+            phi_new = -damping * torch.logsumexp(log_b + psi - scaled, dim=1)
+            psi_new = -damping * torch.logsumexp(log_a[:, None] + phi_new[:, None] - scaled, dim=0)
+            phi_0, psi_0 = phi_new, psi_new
+            kernel = torch.exp(phi_0[:, None] + psi_0 - scaled)
+            change = float(a @ torch.abs(torch.expm1(phi - phi_new)))
+        else:
+            phi_new = -damping * (torch.log(kernel @ (b * torch.exp(psi - psi_0))) - phi_0)
+            psi_new = -damping * (torch.log(kernel.T @ (a * torch.exp(phi_new - phi_0))) - psi_0)
+            drift = torch.maximum((phi_new - phi_0).abs().max(), (psi_new - psi_0).abs().max())
+            drift, change = torch.stack([drift, a @ torch.abs(torch.expm1(phi - phi_new))]).tolist()
+            if not drift <= _ABSORB:  # also catches NaN/Inf: the next step is a log-domain one
+                kernel = None
+                continue
         phi, psi = phi_new, psi_new
         if change < tol:
             return phi, psi, n_iter, True

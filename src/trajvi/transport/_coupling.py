@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,9 @@ from trajvi._logging import logger
 
 from ._couple import OTMethod, _check_options, couple
 from ._standardize import check_point_set, standardize
+
+if TYPE_CHECKING:
+    import torch
 
 _PREVIEW = 10  # group names listed in a message before "..."
 
@@ -49,6 +52,9 @@ class Coupling:
     groups: list[str | None]
     n_source: int
     n_target: int
+    _samplers: dict[int, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.weights = np.asarray(self.weights, dtype=np.float64)
@@ -95,15 +101,29 @@ class Coupling:
         sources, targets = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
         for k in np.flatnonzero(counts):
             plan = self.plans[k]
-            flat = plan.ravel()
-            support = np.flatnonzero(flat > 0)  # exact plans are sparse: draw among the non-zero entries
-            cdf = np.cumsum(flat[support])
+            support, cdf = self._sampler(k)
             picked = np.searchsorted(cdf, rng.random(counts[k]) * cdf[-1], side="right")
             rows, cols = np.divmod(support[np.minimum(picked, support.size - 1)], plan.shape[1])
             sources.append(np.asarray(self.source_index[k], dtype=np.int64)[rows])
             targets.append(np.asarray(self.target_index[k], dtype=np.int64)[cols])
         order = rng.permutation(n)
         return np.concatenate(sources)[order], np.concatenate(targets)[order]
+
+    def _sampler(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of block ``k``'s non-zero entries and their cumulative mass.
+
+        Exact plans are sparse (at most ``n_source + n_target - 1`` entries): their sampler is kept, so that
+        the pairs redrawn every epoch cost ``O(entries)`` instead of a scan of the whole block. Dense plans
+        (entropic) are scanned on every draw rather than doubling their memory.
+        """
+        if k in self._samplers:
+            return self._samplers[k]
+        flat = self.plans[k].ravel()
+        support = np.flatnonzero(flat > 0)
+        sampler = support, np.cumsum(flat[support])
+        if 4 * support.size <= flat.size:
+            self._samplers[k] = sampler
+        return sampler
 
     def to_dense(self) -> np.ndarray:
         """The full ``(n_source, n_target)`` plan, of total mass 1 (for tests and small data)."""
@@ -128,6 +148,7 @@ def couple_sets(
     source_name: str = "source",
     target_name: str = "target",
     rng: np.random.Generator | int | None = None,
+    device: str | torch.device | None = None,
 ) -> Coupling:
     """Couple two sets of latent cell states by optimal transport, within groups and minibatches.
 
@@ -163,6 +184,9 @@ def couple_sets(
         Name of the target condition in messages.
     rng
         Random generator or seed of the minibatch split; the same seed gives the same coupling.
+    device
+        Where the entropic solvers iterate (``None``: numpy; a torch device such as ``"cuda"``), see
+        :func:`couple`.
 
     Returns
     -------
@@ -197,7 +221,14 @@ def couple_sets(
     source_index, target_index, plans, weights, labels = [], [], [], [], []
     for (label, rows, cols), mass in zip(blocks, group_mass):
         for chunk_rows, chunk_cols in _minibatches(rows, cols, batch_size, rng):
-            plan = couple(z_source[chunk_rows], z_target[chunk_cols], method=method, epsilon=epsilon, reg_m=reg_m)
+            plan = couple(
+                z_source[chunk_rows],
+                z_target[chunk_cols],
+                method=method,
+                epsilon=epsilon,
+                reg_m=reg_m,
+                device=device,
+            )
             source_index.append(chunk_rows)
             target_index.append(chunk_cols)
             plans.append(plan / plan.sum())

@@ -58,8 +58,9 @@ def standardize(
 
     Returns
     -------
-    ``(z_standardized, mean, std)``: the standardized points, the column means and the (clamped)
-    column standard deviations, so that ``z == z_standardized * std + mean`` up to the clamping.
+    tuple
+        ``(z_standardized, mean, std)``: the standardized points, the column means and the (clamped)
+        column standard deviations, so that ``z == z_standardized * std + mean`` up to the clamping.
     """
     if not min_std > 0:
         msg = f"min_std must be > 0; got {min_std}."
