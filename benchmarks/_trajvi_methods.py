@@ -24,7 +24,7 @@ class Phase1:
     n_latent: int = 10
     adversarial_weight: float = 1.0
     adversarial_target: str = "condition"
-    decode_condition: bool = True
+    decode_condition: bool = False
     epochs: int = 100
 
 

@@ -28,8 +28,9 @@ VARIANTS: dict[str, tuple[Phase1, Phase2, Phase2]] = {
     "default": (Phase1(), Phase2(), Phase2(couple_within=None)),
     "adv0": (Phase1(adversarial_weight=0.0), Phase2(), Phase2(couple_within=None)),
     "adv10": (Phase1(adversarial_weight=10.0), Phase2(), Phase2(couple_within=None)),
-    "no_decode_condition": (
-        Phase1(adversarial_weight=0.0, decode_condition=False),
+    "decode_condition": (Phase1(decode_condition=True), Phase2(), Phase2(couple_within=None)),
+    "decode_condition_adv0": (
+        Phase1(adversarial_weight=0.0, decode_condition=True),
         Phase2(),
         Phase2(couple_within=None),
     ),
