@@ -206,8 +206,9 @@ def validate_anndata(
 
     Returns
     -------
-    A summary: the condition categories, the time of each condition (or ``None``) and the
-    numbers of empty cells and genes.
+    dict
+        A summary: the condition categories, the time of each condition (or ``None``) and the
+        numbers of empty cells and genes.
     """
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = f"adata has shape {adata.shape}; it needs at least one cell and one gene."

@@ -79,15 +79,16 @@ def synthetic(
 
     Returns
     -------
-    AnnData with raw counts in ``X`` (CSR, float32) and
+    AnnData
+        Raw counts in ``X`` (CSR, float32) and
 
-    - ``obs``: ``condition``, ``cell_type``, ``batch``, ``true_library`` (and ``time`` for a time course);
-    - ``obsm['true_latent']``: the latent state of each cell as observed;
-    - ``obsm['true_latent_by_condition']``: ``(n_cells, n_conditions, n_latent)``, the state of each cell
-      under every condition, in the order of ``obs['condition'].cat.categories`` (the counterparts);
-    - ``varm['true_loadings']``, ``var['true_bias']``, ``var['true_dispersion']``,
-      ``varm['true_batch_effect']``: the generator, see :func:`true_expression`;
-    - ``uns['synthetic']``: the parameters used.
+        - ``obs``: ``condition``, ``cell_type``, ``batch``, ``true_library`` (and ``time`` for a time course);
+        - ``obsm['true_latent']``: the latent state of each cell as observed;
+        - ``obsm['true_latent_by_condition']``: ``(n_cells, n_conditions, n_latent)``, the state of each cell
+          under every condition, in the order of ``obs['condition'].cat.categories`` (the counterparts);
+        - ``varm['true_loadings']``, ``var['true_bias']``, ``var['true_dispersion']``,
+          ``varm['true_batch_effect']``: the generator, see :func:`true_expression`;
+        - ``uns['synthetic']``: the parameters used.
     """
     from anndata import AnnData
 

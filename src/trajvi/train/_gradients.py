@@ -62,9 +62,10 @@ def check_gradients(
 
     Returns
     -------
-    ``(grad_norms, has_nan_grad, has_zero_grad)``: the L2 norm of each parameter's gradient (``nan`` when it
-    has non-finite entries, ``0`` when it has none), whether any gradient is non-finite, and whether any
-    parameter has no or an all-zero gradient.
+    GradientCheck
+        ``(grad_norms, has_nan_grad, has_zero_grad)``: the L2 norm of each parameter's gradient (``nan`` when
+        it has non-finite entries, ``0`` when it has none), whether any gradient is non-finite, and whether any
+        parameter has no or an all-zero gradient.
     """
     module = getattr(model, "module", model)
     groups = parameter_groups(module)
