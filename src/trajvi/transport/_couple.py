@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import ot
@@ -219,20 +219,33 @@ def _sinkhorn(
     the last: small epsilons then need far fewer iterations. ``max_iter`` caps all stages together.
     """
     log_a, log_b = np.log(a), np.log(b)
-    f, g = np.zeros(a.size), np.zeros(b.size)
+    f, g, converged = _epsilon_scaling(
+        _sinkhorn_stage, cost, log_a, log_b, np.zeros(a.size), np.zeros(b.size), epsilon, reg_m, max_iter
+    )
+    return np.exp(log_a[:, None] + log_b + (f[:, None] + g - cost) / epsilon), converged
+
+
+def _epsilon_scaling(
+    stage_fn: Any, cost: Any, log_a: Any, log_b: Any, f: Any, g: Any, epsilon: float, reg_m: float | None, max_iter: int
+) -> tuple[Any, Any, bool]:
+    """Solve the potentials at epsilon = 1, 1/2, 1/4, ... then ``epsilon``, each stage from the last.
+
+    ``stage_fn`` is one stage's solver (numpy or torch arrays alike); returns ``f``, ``g`` and whether the
+    final stage converged within ``max_iter`` iterations in all.
+    """
     stages = [e for e in 0.5 ** np.arange(60) if e > epsilon] + [epsilon]
-    n_iter, converged = 0, False
+    n_iter, converged, final = 0, False, False
     for stage in stages:
         final = stage == epsilon
         damping = 1.0 if reg_m is None else reg_m / (reg_m + stage)
         tol = _SINKHORN_TOL if final else _STAGE_TOL
-        phi, psi, used, converged = _sinkhorn_stage(
+        phi, psi, used, converged = stage_fn(
             cost / stage, log_a, log_b, f / stage, g / stage, damping, tol, max_iter - n_iter
         )
         f, g, n_iter = phi * stage, psi * stage, n_iter + used
         if n_iter >= max_iter:
             break
-    return np.exp(log_a[:, None] + log_b + (f[:, None] + g - cost) / epsilon), converged and final
+    return f, g, converged and final
 
 
 def _sinkhorn_stage(
@@ -292,22 +305,20 @@ def _sinkhorn_torch(
     as_tensor = partial(torch.as_tensor, dtype=torch.float64, device=device)
     cost_t = as_tensor(cost)
     log_a, log_b = torch.log(as_tensor(a)), torch.log(as_tensor(b))
-    f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
-    stages = [e for e in 0.5 ** np.arange(60) if e > epsilon] + [epsilon]
-    n_iter, converged, final = 0, False, False
     with torch.inference_mode():
-        for stage in stages:
-            final = stage == epsilon
-            damping = 1.0 if reg_m is None else reg_m / (reg_m + stage)
-            tol = _SINKHORN_TOL if final else _STAGE_TOL
-            phi, psi, used, converged = _sinkhorn_stage_torch(
-                cost_t / stage, log_a, log_b, f / stage, g / stage, damping, tol, max_iter - n_iter
-            )
-            f, g, n_iter = phi * stage, psi * stage, n_iter + used
-            if n_iter >= max_iter:
-                break
+        f, g, converged = _epsilon_scaling(
+            _sinkhorn_stage_torch,
+            cost_t,
+            log_a,
+            log_b,
+            torch.zeros_like(log_a),
+            torch.zeros_like(log_b),
+            epsilon,
+            reg_m,
+            max_iter,
+        )
         plan = torch.exp(log_a[:, None] + log_b + (f[:, None] + g - cost_t) / epsilon)
-    return plan.cpu().numpy(), converged and final
+    return plan.cpu().numpy(), converged
 
 
 def _sinkhorn_stage_torch(
