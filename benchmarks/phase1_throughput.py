@@ -72,12 +72,19 @@ def main() -> None:
         action="store_true",
         help="also time trajvi with scvi-tools' host-side AnnDataLoader (data_on_device=False) as 'trajvi_host'",
     )
+    parser.add_argument(
+        "--eager-too",
+        action="store_true",
+        help="also time trajvi without the CUDA graph of the step (cuda_graph=False) as 'trajvi_eager'",
+    )
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/phase1_throughput.json"))
     args = parser.parse_args()
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    if torch.cuda.is_available():  # the CUDA context and cuBLAS start here, not inside the first timed fit
+        (torch.ones(64, 64, device="cuda") @ torch.ones(64, 64, device="cuda")).sum().item()
     scvi.settings.seed = 0
     adata, condition_key = load(args.data, args.n_cells, args.n_genes)
     scvi_data = adata.copy()
@@ -97,13 +104,18 @@ def main() -> None:
 
 def run(args, adata, make_scvi, make_trajvi, batch_size: int, out: Path) -> None:
     n_cells = adata.n_obs * args.epochs
-    times: dict[str, list[float]] = {"scvi": [], "trajvi": []} | ({"trajvi_host": []} if args.host_loader else {})
+    times: dict[str, list[float]] = {"scvi": [], "trajvi": []}
+    times |= {"trajvi_host": []} if args.host_loader else {}
+    times |= {"trajvi_eager": []} if args.eager_too else {}
     for _ in range(args.repeats):
         times["scvi"].append(time_fit(make_scvi, args.epochs, batch_size, args.accelerator))
         times["trajvi"].append(time_fit(make_trajvi, args.epochs, batch_size, args.accelerator))
         if args.host_loader:
             kwargs = {"data_on_device": False}
             times["trajvi_host"].append(time_fit(make_trajvi, args.epochs, batch_size, args.accelerator, **kwargs))
+        if args.eager_too:
+            kwargs = {"plan_kwargs": {"cuda_graph": False}}
+            times["trajvi_eager"].append(time_fit(make_trajvi, args.epochs, batch_size, args.accelerator, **kwargs))
     best = {k: min(v) for k, v in times.items()}
     rate = {k: n_cells / t for k, t in best.items()}
     result = {
@@ -136,7 +148,7 @@ def run(args, adata, make_scvi, make_trajvi, batch_size: int, out: Path) -> None
     for name in rate:
         if name != "scvi":
             print(f"  {name:<12} {rate[name]:9.0f} cells/s")
-    print(f"  ratio  {result['ratio_trajvi_over_scvi']:.3f}  (goal >= 0.9)")
+    print(f"  ratio  {result['ratio_trajvi_over_scvi']:.3f}  (goal >= 0.9 on the CPU, >= 2 on a GPU)")
     print(f"  written to {out}")
 
 

@@ -154,6 +154,7 @@ def timed_fit(model, idx: np.ndarray, *, method: str, block: int | None, batch: 
             devices=1,
             enable_progress_bar=False,
             callbacks=[timer],
+            plan_kwargs={} if args.cuda_graph is None else {"cuda_graph": args.cuda_graph},
         )
         total = time_now() - start
     if not ot_timer.seconds:
@@ -294,6 +295,12 @@ def main() -> None:
     parser.add_argument("--accuracy-block-sizes", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--accuracy-epochs", type=int, default=20)
     parser.add_argument("--accuracy-full-exact", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--cuda-graph",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force the phase-2 step's CUDA graph on or off (default: the plan decides; on for one CUDA device)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/phase2_throughput.json"))
     args = parser.parse_args()
     if args.quick:

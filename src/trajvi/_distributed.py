@@ -69,3 +69,16 @@ def check_strategy(strategy: Any) -> None:
             "(or DDPStrategy(find_unused_parameters=True)); see docs/distributed.md."
         )
         raise ValueError(msg)
+
+
+def agree_on_device(flag: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Like :func:`all_processes_agree`, but the answer stays a 0-d bool tensor on the device (no host read).
+
+    Under DDP the minimum over the processes is taken by an all-reduce that the device runs in order with
+    the step, so the guarded steps of :mod:`trajvi.train` decide without waiting for the device.
+    """
+    if world_size <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag.reshape(())
+    value = flag.detach().reshape(()).to(torch.float32).clone()
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return value > 0

@@ -5,6 +5,10 @@ adds a bounded fooling term. Every step is guarded: a loss or gradient that is n
 step (parameters untouched) and is counted; non-finite loss entries are repaired and counted; too many
 skipped steps in a row stop training with an error that says what to try.
 
+The guards decide on the device (:mod:`trajvi.train._guards`) and the per-step metrics are summed there;
+the host reads both every ``check_guards_every_n_steps`` steps and at the end of each epoch. On one CUDA
+device the whole step is then recorded once and replayed as a CUDA graph (:mod:`trajvi.train._graph`).
+
 Under DDP (``strategy="ddp_find_unused_parameters_true"``) every backward pass averages the gradients over
 the processes, so each of the three optimizers steps on the same gradients everywhere; every decision that
 could depend on one process's minibatch alone (a non-finite loss, labels out of range, a rolled-back step)
@@ -32,11 +36,15 @@ from trajvi.module import (
     labels_in_range,
     labels_to_indices,
 )
+from trajvi.train._graph import CapturedStep
+from trajvi.train._guards import EpochSums, StepGuard
 
 Phase = Literal["vae", "flow"]
 
-#: Said of a skipped step whose trouble was on another process of a distributed run (all skip it together).
-_ELSEWHERE = " on another process"
+#: Metrics reported as their sum over the epoch (the others are means).
+_COUNTS = frozenset(
+    {H.N_SKIPPED + "_train", H.N_LABEL_SKIPS + "_train", H.N_REPAIRED + "_train", H.N_REPAIRED + "_validation"}
+)
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -55,6 +63,16 @@ def _frozen(params: Iterable[torch.nn.Parameter]):
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
+
+
+def _adam(params: Any, **kwargs: Any) -> torch.optim.Adam:
+    """Fused Adam where the device has the kernel, else the default implementation."""
+    try:
+        return torch.optim.Adam(params, **kwargs)
+    except RuntimeError:
+        kwargs.pop("fused")
+        kwargs.pop("capturable")
+        return torch.optim.Adam(params, **kwargs)
 
 
 class TrajVITrainingPlan(TrainingPlan):
@@ -99,6 +117,14 @@ class TrajVITrainingPlan(TrainingPlan):
         Learning rate of the gene-wise dispersion (default: ``lr``).
     residual_penalty
         Weight of the squared state-dependent residual of the velocity field (phase 2).
+    check_guards_every_n_steps
+        How often the host reads what the guards did (skipped steps, repairs) to report it and to stop a
+        failing run. ``None``: every step on the CPU, every 50 steps on an accelerator (each read waits for
+        the device). Skips are reported, and :class:`NonFiniteTrainingError` raised, at the next read.
+    cuda_graph
+        Record the training step once and replay it as a CUDA graph. ``None`` (default) does so on one
+        CUDA device in ``precision="32-true"`` without gradient accumulation or gradient monitors. The
+        learning rates are then fixed for the fit.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -124,6 +150,8 @@ class TrajVITrainingPlan(TrainingPlan):
         velocity_lr: float = 1e-3,
         dispersion_lr: float | None = None,
         residual_penalty: float = 0.0,
+        check_guards_every_n_steps: int | None = None,
+        cuda_graph: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if phase not in ("vae", "flow"):
@@ -162,7 +190,8 @@ class TrajVITrainingPlan(TrainingPlan):
         self.rollback_nonfinite = bool(rollback_nonfinite)
         self.max_update_ratio = float(max_update_ratio)
         self.gradient_monitors: list[Any] = []  # set by the monitoring callbacks (train/_callbacks.py)
-        self.last_skip_reason = ""
+        self.check_guards_every_n_steps = check_guards_every_n_steps
+        self.cuda_graph = cuda_graph
         self.velocity_lr = velocity_lr
         self.dispersion_lr = dispersion_lr
         self.residual_penalty = float(residual_penalty)
@@ -176,18 +205,16 @@ class TrajVITrainingPlan(TrainingPlan):
         """One Adam per parameter group: the VAE, the discriminator and the velocity field."""
         # The gene-wise dispersion gets Adam's default eps: its gradients are small for sparse genes, and
         # eps=0.01 (right for the network weights) would all but freeze it (see the design notes).
+        # Fused Adam skips a bad step inside its kernel (see train/_guards.py); capturable on CUDA for graphs.
+        fused = {"fused": True, "capturable": self.device.type == "cuda"}
         dispersion = [self.module.log_theta]
         others = [p for p in self.module.vae_parameters() if p is not self.module.log_theta]
-        vae = torch.optim.Adam(
-            [{"params": others}, {"params": dispersion, "eps": 1e-8, "lr": self.dispersion_lr or self.lr}],
-            lr=self.lr,
-            eps=self.eps,
-            weight_decay=self.weight_decay,
+        groups = [{"params": others}, {"params": dispersion, "eps": 1e-8, "lr": self.dispersion_lr or self.lr}]
+        vae = _adam(groups, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, **fused)
+        disc = _adam(
+            self.module.discriminator_parameters(), lr=self.adversary_lr, weight_decay=self.weight_decay, **fused
         )
-        disc = torch.optim.Adam(
-            self.module.discriminator_parameters(), lr=self.adversary_lr, weight_decay=self.weight_decay
-        )
-        velocity = torch.optim.Adam(self.module.velocity_parameters(), lr=self.velocity_lr)
+        velocity = _adam(self.module.velocity_parameters(), lr=self.velocity_lr, **fused)
         return [vae, disc, velocity]
 
     @property
@@ -214,10 +241,71 @@ class TrajVITrainingPlan(TrainingPlan):
         """Whether the discriminator has at least two classes to tell apart."""
         return self.module.n_adversary_classes > 1
 
-    # -- guarded optimizer step ------------------------------------------------------------------
+    # -- guarded optimizer steps -----------------------------------------------------------------
+    def on_train_start(self) -> None:
+        """Set up the guards of the three optimizers, the per-epoch sums and, where it applies, the CUDA graph."""
+        super().on_train_start()
+        vae, disc, velocity = (o.optimizer for o in self.optimizers())
+        guard = {
+            "clip": self.gradient_clip_val,
+            "rollback": self.rollback_nonfinite,
+            "max_update_ratio": self.max_update_ratio,
+            "world_size": self.trainer.world_size,
+        }
+        module = self.module
+        self._guards = {
+            "vae": StepGuard("VAE", vae, module.vae_parameters(), **guard),
+            "discriminator": StepGuard("discriminator", disc, module.discriminator_parameters(), **guard),
+            "flow": StepGuard("velocity-field", velocity, module.velocity_parameters(), **guard),
+        }
+        self._sums = EpochSums()
+        self._repairs = torch.zeros(2, device=self.device)  # entries repaired in the reconstruction and KL terms
+        self._repairs_reported = [0.0, 0.0]
+        self._last_repairs: tuple[Any, ...] = ()
+        self._kl_weight = torch.full((), self.kl_weight_value, device=self.device)
+        self._kl_weight_value = self.kl_weight_value
+        self._steps_since_check = 0
+        self._n_steps = 0  # training steps (minibatches) of this fit; Lightning's global_step counts optimizers
+        self._first_unchecked_step = 0
+        self._check_every = self._resolve_check_every()
+        self._captured = None
+        if self._resolve_cuda_graph():
+            self._captured = CapturedStep(lambda batch: self._step(batch, 0, raw=True), on_capture=self._freeze_sums)
+
+    def _freeze_sums(self) -> None:
+        self._sums.frozen = True
+
+    def _resolve_check_every(self) -> int:
+        if self.check_guards_every_n_steps is not None:
+            return max(1, int(self.check_guards_every_n_steps))
+        return 1 if self.device.type == "cpu" else 50
+
+    def _resolve_cuda_graph(self) -> bool:
+        """Whether to capture the step: on one CUDA device, in float32, without accumulation or monitors."""
+        reasons = []
+        if self.device.type != "cuda":
+            reasons.append("not training on a CUDA device")
+        if self.trainer.world_size > 1:
+            reasons.append("distributed training")
+        if str(self.trainer.precision) != "32-true":
+            reasons.append(f"precision={self.trainer.precision!r} (needs '32-true')")
+        if self.accumulate_grad_batches > 1:
+            reasons.append("gradient accumulation")
+        if self.gradient_monitors:
+            reasons.append("gradient monitors attached")
+        if not all(g.on_device for g in self._guards.values()):
+            reasons.append("an optimizer without fused Adam")
+        if self.cuda_graph is None:
+            return not reasons
+        if self.cuda_graph and reasons:
+            logger.warning("cuda_graph=True ignored: %s.", "; ".join(reasons))
+        return bool(self.cuda_graph) and not reasons
+
     def _window(self, batch_idx: int) -> tuple[bool, bool]:
         """Whether this batch opens and whether it closes a gradient-accumulation window."""
         k = self.accumulate_grad_batches
+        if k == 1:
+            return True, True
         first = batch_idx % k == 0
         n_batches = self.trainer.num_training_batches
         last = (batch_idx + 1) % k == 0 or (isinstance(n_batches, int) and batch_idx + 1 >= n_batches)
@@ -225,186 +313,205 @@ class TrajVITrainingPlan(TrainingPlan):
 
     def _guarded_step(
         self,
-        optimizer: Any,
-        params: list[torch.nn.Parameter],
+        name: str,
         loss: torch.Tensor,
         batch_idx: int,
-    ) -> tuple[torch.Tensor, bool | None]:
-        """Backward ``loss`` and, at the end of an accumulation window, clip and step if finite.
+        *,
+        raw: bool,
+        ok: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backward ``loss`` and, at the end of an accumulation window, take the guarded step of optimizer ``name``.
 
-        A step whose loss or gradient norm is not finite is not taken. With ``rollback_nonfinite``, a step
-        that blows up (a learning rate far too high for one step) is undone. Under DDP both decisions are
-        taken by all processes together (a step is taken only if it is fine on every one), so the replicas
-        stay identical. Returns the gradient
-        norm (before clipping; ``nan`` inside a window) and whether the step was kept (``None`` inside a
-        window); the reason for a skip is in ``self.last_skip_reason``.
+        ``raw`` bypasses Lightning's backward and optimizer wrappers (inside a CUDA graph); otherwise
+        they run, so that precision plugins and DDP see every backward pass. Returns the gradient norm
+        before clipping (``nan`` inside a window) and whether the step was kept (``None`` inside a
+        window), both on the device.
         """
+        guard = self._guards[name]
         first, last = self._window(batch_idx)
         if first:
-            optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss / self.accumulate_grad_batches)
+            guard.optimizer.zero_grad(set_to_none=False)  # the gradients keep their storage (CUDA graphs)
+        scaled = loss / self.accumulate_grad_batches
+        if raw:
+            scaled.backward()
+        else:
+            self.manual_backward(scaled)
         if not last:
             return torch.full((), float("nan"), device=loss.device), None
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return torch.zeros((), device=loss.device), True
-        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
-        self._monitor_gradients(optimizer, params)
-        finite = torch.isfinite(norm) & torch.isfinite(loss.detach())
-        if not self._agree(finite):
-            optimizer.zero_grad(set_to_none=True)
-            self.last_skip_reason = "loss or gradient was not finite" + ("" if bool(finite) else _ELSEWHERE)
-            return norm, False
-        if self.gradient_clip_val:
-            torch.nn.utils.clip_grads_with_norm_(params, self.gradient_clip_val, norm)
-        if not self.rollback_nonfinite:
-            optimizer.step()
-            return norm, True
-        with torch.no_grad():
-            backup = [p.detach().clone() for p in params]
-            optimizer.step()
-            moved = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, backup))))
-            size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(backup)))
-            kept = torch.isfinite(moved) & (moved <= self.max_update_ratio * (size + 1.0))
-            if self._agree(kept):
-                return norm, True
-            for p, b in zip(params, backup, strict=True):
-                p.copy_(b)
-        optimizer.zero_grad(set_to_none=True)
-        self.last_skip_reason = (
-            f"the step blew up (parameters moved by {float(moved):.3g}, more than {self.max_update_ratio:g} x their "
-            f"norm {float(size):.3g} + 1, or became non-finite) and was undone"
-            if not bool(kept)
-            else "the step blew up" + _ELSEWHERE + " and was undone"
-        )
-        return norm, False
+        for monitor in self.gradient_monitors:  # before clipping and before the finite check
+            monitor.observe(self, guard.optimizer, guard.params)
+        step = guard.optimizer.step if raw else self.optimizers()[list(self._guards).index(name)].step
+        return guard.step(loss, step, ok)
 
-    def _monitor_gradients(self, optimizer: Any, params: list[torch.nn.Parameter]) -> None:
-        """Hand the gradients, before clipping and before the finite check, to the attached monitors."""
-        for monitor in self.gradient_monitors:
-            monitor.observe(self, optimizer, params)
-
-    def _record_skip(self, skipped: bool, phase: str) -> None:
-        self.log(H.N_SKIPPED + "_train", float(skipped), on_step=False, on_epoch=True, reduce_fx="sum")
-        if not skipped:
-            self.consecutive_skips = 0
-            return
-        self.consecutive_skips += 1
-        self.total_skipped_steps += 1
-        logger.warning(
-            "Skipped %s step %d (epoch %d): %s; parameters left unchanged (%d skipped in a row).",
-            phase,
-            self.global_step,
-            self.current_epoch,
-            self.last_skip_reason,
-            self.consecutive_skips,
-        )
-        if self.consecutive_skips >= self.max_consecutive_skips:
-            msg = (
-                f"{self.consecutive_skips} consecutive {phase} steps were skipped (last: {self.last_skip_reason}); "
-                "stopping. "
-                "Likely causes: a learning rate too high for this data (try lr=1e-4), cells with extreme "
-                "library sizes or non-count values (check the input layer, filter outlier cells), or "
-                "half precision (use precision='32' or 'bf16-mixed'). See the troubleshooting docs."
-            )
-            raise NonFiniteTrainingError(msg)
-
-    def _report_repairs(self, loss_output: Any, stage: str) -> None:
-        n = float(loss_output.extra_metrics["n_repaired"])
-        if n > 0:
-            self.total_repaired += int(n)
-            for repair in loss_output.repairs:
-                if int(repair.n_repaired) > 0:
-                    logger.warning("%s step %d: %s.", stage, self.global_step, repair.describe())
-
-    # -- phase 1 -------------------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        """Run the step of the current phase."""
+    def _step(self, batch: Any, batch_idx: int, *, raw: bool = False) -> None:
         if self.phase == "flow":
-            self._flow_step(batch, batch_idx)
+            self._flow_step(batch, batch_idx, raw=raw)
         else:
-            self._vae_step(batch, batch_idx)
+            self._vae_step(batch, batch_idx, raw=raw)
 
-    def _flow_step(self, batch: Any, batch_idx: int) -> None:
-        opt_velocity = self.optimizers()[2]
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """Run the step of the current phase; read the guards every few steps and the sums at the epoch's end."""
+        kl_weight = self.kl_weight_value
+        if kl_weight != self._kl_weight_value:
+            self._kl_weight.fill_(kl_weight)
+            self._kl_weight_value = kl_weight
+        if self._captured is not None:
+            self._captured(batch)
+        else:
+            self._step(batch, batch_idx)
+        self._steps_since_check += 1
+        self._n_steps += 1
+        n_batches = self.trainer.num_training_batches
+        last = isinstance(n_batches, int) and batch_idx + 1 >= n_batches
+        if last or self._steps_since_check >= self._check_every:
+            self._check_guards()
+        if last:
+            self._log_epoch()
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's sums if the loop did not know its number of batches."""
+        if self._steps_since_check:
+            self._check_guards()
+        if self._sums._sums is not None and self._sums._sums.any():
+            self._log_epoch()
+        super().on_train_epoch_end()
+
+    def _log_epoch(self) -> None:
+        values = self._sums.flush()
+        for name, value in values.items():
+            is_count = name in _COUNTS
+            self.log(
+                name,
+                value,
+                on_step=False,
+                on_epoch=True,
+                batch_size=1,
+                prog_bar=name in ("train_loss", H.FLOW + "_train"),
+                reduce_fx="sum" if is_count else "mean",
+                sync_dist=self.use_sync_dist and name != H.N_SKIPPED + "_train" and name != H.N_LABEL_SKIPS + "_train",
+            )
+        if self.phase == "vae":
+            self.log(H.KL_WEIGHT, self._kl_weight_value, on_step=False, on_epoch=True, batch_size=1)
+
+    # -- reports (read from the device every few steps) -----------------------------------------
+    def _check_guards(self) -> None:
+        """Read what the guards and the loss repairs did since the last check; report it; stop a failing run."""
+        first, last = self._first_unchecked_step, self._n_steps
+        span = f"step {last}" if last - first <= 1 else f"steps {first + 1}-{last}"
+        self._steps_since_check = 0
+        self._first_unchecked_step = last
+        self._report_repairs(span, single=last - first <= 1)
+        phase_guard = "flow" if self.phase == "flow" else "vae"
+        for name in (phase_guard, "discriminator") if self.phase == "vae" else (phase_guard,):
+            report = self._guards[name].read()
+            if not report.skipped:
+                continue
+            if name == "discriminator":
+                self.total_label_skips += report.skipped
+                logger.warning(
+                    "Skipped %d discriminator step%s (%s, epoch %d): %s.",
+                    report.skipped,
+                    "" if report.skipped == 1 else "s",
+                    span,
+                    self.current_epoch,
+                    report.reasons(
+                        f"adversarial labels outside [0, {self.module.n_adversary_classes})", self.max_update_ratio
+                    ),
+                )
+                continue
+            self.total_skipped_steps += report.skipped
+            self.consecutive_skips = report.consecutive
+            logger.warning(
+                "Skipped %s %s (epoch %d): %s; parameters left unchanged (%d skipped in a row).",
+                report.name,
+                span if report.steps == 1 else f"{report.skipped} of {report.steps} steps ({span})",
+                self.current_epoch,
+                report.reasons("a veto", self.max_update_ratio),
+                report.consecutive,
+            )
+            if report.max_consecutive >= self.max_consecutive_skips:
+                phase = "VAE" if name == "vae" else "velocity-field"
+                msg = (
+                    f"{report.max_consecutive} consecutive {phase} steps were skipped (last reasons: "
+                    f"{report.reasons('a veto', self.max_update_ratio)}); stopping. "
+                    "Likely causes: a learning rate too high for this data (try lr=1e-4), cells with extreme "
+                    "library sizes or non-count values (check the input layer, filter outlier cells), or "
+                    "half precision (use precision='32' or 'bf16-mixed'). See the troubleshooting docs."
+                )
+                raise NonFiniteTrainingError(msg)
+
+    def _report_repairs(self, span: str, *, single: bool) -> None:
+        if self.phase == "flow":
+            return
+        counts = self._repairs.tolist()
+        delta = [c - r for c, r in zip(counts, self._repairs_reported, strict=True)]
+        self._repairs_reported = counts
+        if not any(delta):
+            return
+        self.total_repaired += int(sum(delta))
+        if single:  # the last step's records still hold the values: report their range too
+            for repair in self._last_repairs:
+                if int(repair.n_repaired) > 0:
+                    logger.warning("Training %s: %s.", span, repair.describe())
+            return
+        for term, n in zip(("reconstruction", "kl"), delta, strict=True):
+            if n:
+                logger.warning(
+                    "Training %s: %d non-finite entries of the %s term replaced by 0 (non-finite inputs or results).",
+                    span,
+                    int(n),
+                    term,
+                )
+
+    # -- the steps -------------------------------------------------------------------------------
+    def _flow_step(self, batch: Any, batch_idx: int, *, raw: bool) -> None:
         z0, z1, t0, t1 = batch
         loss, fm, res = flow_matching_loss(self.module.velocity, z0, z1, t0, t1, residual_penalty=self.residual_penalty)
-        norm, stepped = self._guarded_step(opt_velocity, self.module.velocity_parameters(), loss, batch_idx)
-        if stepped is not None:
-            self._record_skip(not stepped, "velocity-field")
-        log = {"on_step": False, "on_epoch": True, "batch_size": z0.shape[0], "sync_dist": self.use_sync_dist}
-        self.log(H.FLOW + "_train", fm, prog_bar=True, **log)
-        self.log(H.RESIDUAL + "_train", res, **log)
-        if stepped:
-            self.log(H.GRAD_NORM_VELOCITY + "_train", norm, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+        norm, kept = self._guarded_step("flow", loss, batch_idx, raw=raw)
+        self._sums.add({H.FLOW + "_train": fm, H.RESIDUAL + "_train": res}, z0.shape[0])
+        if kept is not None:
+            self._sums.add({H.GRAD_NORM_VELOCITY + "_train": norm}, kept.float())
+            self._sums.add_sum({H.N_SKIPPED + "_train": ~kept})
 
-    def _vae_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        opt_vae, opt_disc, _ = self.optimizers()
-        kl_weight = self.kl_weight_value
-        inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": kl_weight})
+    def _vae_step(self, batch: dict[str, torch.Tensor], batch_idx: int, *, raw: bool) -> None:
+        inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": self._kl_weight})
         z = inference_outputs["z"]
         n_obs = z.shape[0]
-        log = {"on_step": False, "on_epoch": True, "batch_size": n_obs, "sync_dist": self.use_sync_dist}
-        self._report_repairs(loss_output, "Training")
+        self._last_repairs = loss_output.repairs
+        self._repairs.add_(torch.stack([r.n_repaired.float() for r in loss_output.repairs]))
 
         loss = loss_output.loss
+        metrics: dict[str, torch.Tensor] = {}
         if self.use_adversary:
-            target = labels_to_indices(batch[self.adversary_key], self.module.n_adversary_classes)
-            in_range = self._agree(labels_in_range(target, self.module.n_adversary_classes))
-            self.log(H.N_LABEL_SKIPS + "_train", float(not in_range), on_step=False, on_epoch=True, reduce_fx="sum")
-            if in_range:
-                for _ in range(self.adversary_steps):
-                    logits = self.module.adversary_logits(z.detach())
-                    d_loss = discriminator_loss(logits, target)
-                    _, kept = self._guarded_step(opt_disc, self.module.discriminator_parameters(), d_loss, batch_idx)
-                    if kept is False:
-                        self.total_label_skips += 1
-                        self.log(H.N_LABEL_SKIPS + "_train", 1.0, on_step=False, on_epoch=True, reduce_fx="sum")
-                        logger.warning(
-                            "Skipped discriminator step %d (epoch %d): %s.",
-                            self.global_step,
-                            self.current_epoch,
-                            self.last_skip_reason,
-                        )
-                accuracy = (logits.argmax(dim=-1) == target).float().mean()
-                self.log(H.ADVERSARIAL + "_train", d_loss.detach(), **log)
-                self.log(H.DISC_ACCURACY + "_train", accuracy, **log)
-            else:
-                self.total_label_skips += 1
-                logger.warning(
-                    "Step %d: adversarial labels outside [0, %d)%s (values %s); skipped this batch's "
-                    "discriminator step (%d so far).",
-                    self.global_step,
-                    self.module.n_adversary_classes,
-                    _ELSEWHERE if bool(labels_in_range(target, self.module.n_adversary_classes)) else "",
-                    sorted(set(target.tolist()))[:10],
-                    self.total_label_skips,
-                )
+            n_classes = self.module.n_adversary_classes
+            target = labels_to_indices(batch[self.adversary_key], n_classes)
+            in_range = labels_in_range(target, n_classes)
+            safe = torch.where((target >= 0) & (target < n_classes), target, 0)
+            for _ in range(self.adversary_steps):
+                logits = self.module.adversary_logits(z.detach())
+                d_loss = discriminator_loss(logits, safe)
+                _, d_kept = self._guarded_step("discriminator", d_loss, batch_idx, raw=raw, ok=in_range)
+                if d_kept is not None:
+                    self._sums.add_sum({H.N_LABEL_SKIPS + "_train": ~d_kept})
+            metrics[H.ADVERSARIAL + "_train"] = d_loss
+            metrics[H.DISC_ACCURACY + "_train"] = (logits.argmax(dim=-1) == safe).float().mean()
             if self.adversarial_weight > 0:
                 with _frozen(self.module.discriminator_parameters()):
                     fool = confusion_loss(self.module.adversary_logits(z))
                 loss = loss + self.adversarial_weight * fool
-                self.log(H.FOOL + "_train", fool.detach(), **log)
+                metrics[H.FOOL + "_train"] = fool
 
-        norm, stepped = self._guarded_step(opt_vae, self.module.vae_parameters(), loss, batch_idx)
-        if stepped is not None:
-            self._record_skip(not stepped, "VAE")
-            if stepped:
-                self.log(H.GRAD_NORM + "_train", norm, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
-
-        self.log("train_loss", loss.detach(), prog_bar=True, **log)
-        self.log(H.RECONSTRUCTION + "_train", loss_output.reconstruction_loss_sum.detach() / n_obs, **log)
-        self.log(H.KL + "_train", loss_output.kl_local_sum.detach() / n_obs, **log)
-        self.log("elbo_train", (loss_output.reconstruction_loss_sum + loss_output.kl_local_sum).detach() / n_obs, **log)
-        self.log(
-            H.N_REPAIRED + "_train",
-            loss_output.extra_metrics["n_repaired"],
-            on_step=False,
-            on_epoch=True,
-            reduce_fx="sum",
-            sync_dist=self.use_sync_dist,
-        )
-        self.log(H.KL_WEIGHT, kl_weight, on_step=False, on_epoch=True)
+        norm, kept = self._guarded_step("vae", loss, batch_idx, raw=raw)
+        if kept is not None:
+            self._sums.add({H.GRAD_NORM + "_train": norm}, kept.float())
+            self._sums.add_sum({H.N_SKIPPED + "_train": ~kept})
+        recon, kl = loss_output.reconstruction_loss_sum, loss_output.kl_local_sum
+        metrics["train_loss"] = loss
+        metrics[H.RECONSTRUCTION + "_train"] = recon / n_obs
+        metrics[H.KL + "_train"] = kl / n_obs
+        metrics["elbo_train"] = (recon + kl) / n_obs
+        self._sums.add(metrics, n_obs)
+        self._sums.add_sum({H.N_REPAIRED + "_train": loss_output.extra_metrics["n_repaired"]})
 
     @torch.no_grad()  # not inference_mode: under gloo DDP, Lightning syncs the logged values in place afterwards
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -412,7 +519,12 @@ class TrajVITrainingPlan(TrainingPlan):
         if self.phase == "flow":
             return
         inference_outputs, _, loss_output = self.forward(batch, loss_kwargs={"kl_weight": self.kl_weight_value})
-        self._report_repairs(loss_output, "Validation")
+        n_repaired = float(loss_output.extra_metrics["n_repaired"])
+        if n_repaired > 0:
+            self.total_repaired += int(n_repaired)
+            for repair in loss_output.repairs:
+                if int(repair.n_repaired) > 0:
+                    logger.warning("Validation step %d: %s.", self.global_step, repair.describe())
         n_obs = inference_outputs["z"].shape[0]
         log = {"on_step": False, "on_epoch": True, "batch_size": n_obs, "sync_dist": self.use_sync_dist}
         self.log(
