@@ -365,7 +365,9 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             are scvi-tools'; counts larger than ``max_dense_bytes`` (a ``datasplitter_kwargs`` entry,
             2 GiB by default) stay sparse on the device.
         plan_kwargs
-            More arguments for :class:`~trajvi.train.TrajVITrainingPlan` (they override the above).
+            More arguments for :class:`~trajvi.train.TrajVITrainingPlan` (they override the above), for
+            example ``cuda_graph=False`` to run every step eagerly on a GPU (by default one CUDA device replays
+            the step as a CUDA graph) or ``check_guards_every_n_steps``.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (for example ``precision``, ``strategy``, ``num_nodes``,
             ``enable_progress_bar``, ``log_save_dir``).

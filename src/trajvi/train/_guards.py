@@ -227,6 +227,11 @@ class EpochSums:
         lo, hi = self._slot(list(values), True, stacked.device)
         self._sums[0, lo:hi].add_(stacked)
 
+    @property
+    def pending(self) -> bool:
+        """Whether anything was added since the last :meth:`flush` (one read of the device)."""
+        return self._sums is not None and bool(self._sums.any())
+
     def flush(self) -> dict[str, float]:
         """The epoch's means and sums (metrics without weight are left out); resets the sums."""
         if self._sums is None:

@@ -42,9 +42,7 @@ from trajvi.train._guards import EpochSums, StepGuard
 Phase = Literal["vae", "flow"]
 
 #: Metrics reported as their sum over the epoch (the others are means).
-_COUNTS = frozenset(
-    {H.N_SKIPPED + "_train", H.N_LABEL_SKIPS + "_train", H.N_REPAIRED + "_train", H.N_REPAIRED + "_validation"}
-)
+_COUNTS = frozenset({H.N_SKIPPED + "_train", H.N_LABEL_SKIPS + "_train", H.N_REPAIRED + "_train"})
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -372,13 +370,13 @@ class TrajVITrainingPlan(TrainingPlan):
         """Log the epoch's sums if the loop did not know its number of batches."""
         if self._steps_since_check:
             self._check_guards()
-        if self._sums._sums is not None and self._sums._sums.any():
+        if self._sums.pending:
             self._log_epoch()
         super().on_train_epoch_end()
 
     def _log_epoch(self) -> None:
-        values = self._sums.flush()
-        for name, value in values.items():
+        unsynced = {H.N_SKIPPED + "_train", H.N_LABEL_SKIPS + "_train"}  # decided together: equal on every process
+        for name, value in self._sums.flush().items():
             is_count = name in _COUNTS
             self.log(
                 name,
@@ -388,7 +386,7 @@ class TrajVITrainingPlan(TrainingPlan):
                 batch_size=1,
                 prog_bar=name in ("train_loss", H.FLOW + "_train"),
                 reduce_fx="sum" if is_count else "mean",
-                sync_dist=self.use_sync_dist and name != H.N_SKIPPED + "_train" and name != H.N_LABEL_SKIPS + "_train",
+                sync_dist=self.use_sync_dist and name not in unsynced,
             )
         if self.phase == "vae":
             self.log(H.KL_WEIGHT, self._kl_weight_value, on_step=False, on_epoch=True, batch_size=1)
