@@ -168,6 +168,44 @@ def test_minibatches_are_reproducible():
     np.testing.assert_array_equal(first.sample(100, rng=1)[0], again.sample(100, rng=1)[0])
 
 
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+def test_blocks_solved_in_threads_give_the_same_coupling(method, monkeypatch):
+    x, y = _sets(n=200, m=150)
+    groups_x, groups_y = np.repeat(["a", "b"], 100), np.repeat(["a", "b"], 75)
+    kwargs = {"method": method, "batch_size": 40, "rng": 5, "groups_source": groups_x, "groups_target": groups_y}
+    serial = couple_sets(x, y, n_jobs=1, **kwargs)
+    threads = set()
+    from trajvi.transport import _coupling
+
+    original = _coupling.couple
+
+    def recording(*args, **kw):
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(_coupling, "couple", recording)
+    parallel = couple_sets(x, y, n_jobs=3, **kwargs)
+    assert len(threads) > 1 and all(name.startswith("trajvi-ot") for name in threads)
+    assert parallel.n_blocks == serial.n_blocks == 6  # 2 groups x ceil(100 / 40)
+    for a, b in zip(serial.source_index + serial.target_index, parallel.source_index + parallel.target_index):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(serial.plans, parallel.plans):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(serial.weights, parallel.weights)
+
+
+def test_available_cores_are_shared_among_the_processes_of_a_node(monkeypatch):
+    from trajvi.transport._coupling import available_cores
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    alone = available_cores()
+    assert alone >= 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(alone + 1))
+    assert available_cores() == 1
+
+
 def test_minibatches_never_leave_a_side_empty():
     x, y = _sets(n=3, m=40)
     coupling = couple_sets(x, y, batch_size=10, rng=0)

@@ -193,6 +193,7 @@ class TrajectoryMixin:
         reg_m: float = 1.0,
         ot_batch_size: int | None = None,
         ot_device: str | None = "auto",
+        ot_n_jobs: int | None = None,
         group_weighting: Literal["source", "balanced"] = "balanced",
         pairs_per_epoch: int | None = None,
         indices: Sequence[int] | None = None,
@@ -257,6 +258,10 @@ class TrajectoryMixin:
             Where the entropic solvers (``"sinkhorn"``, ``"unbalanced"``) iterate: ``"auto"`` on the model's
             device when it is a GPU, else in numpy on the CPU; ``None`` always in numpy; or a torch device
             such as ``"cuda:0"``. The exact solver always runs on the CPU.
+        ot_n_jobs
+            OT blocks (groups, ``ot_batch_size`` chunks) solved at once in threads on the CPU: ``None`` uses
+            the cores this process may use (shared among the processes of a node under ``torchrun``), 1
+            solves them one after the other. The coupling does not depend on it.
         group_weighting
             How pairs are shared among groups: ``"balanced"`` (equally; the mean shift is then averaged over
             groups, as latent arithmetic does) or ``"source"`` (by number of source cells).
@@ -328,6 +333,7 @@ class TrajectoryMixin:
             "group_weighting": group_weighting,
             "rng": seed,
             "device": _ot_device(ot_device, self.module.device),
+            "n_jobs": ot_n_jobs,
         }
         segments = self._segments(z, codes, groups, path, times, keep, ot)
         n_source = sum(len(s.z_source) for s in segments)

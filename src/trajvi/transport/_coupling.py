@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -149,6 +151,7 @@ def couple_sets(
     target_name: str = "target",
     rng: np.random.Generator | int | None = None,
     device: str | torch.device | None = None,
+    n_jobs: int | None = None,
 ) -> Coupling:
     """Couple two sets of latent cell states by optimal transport, within groups and minibatches.
 
@@ -187,6 +190,10 @@ def couple_sets(
     device
         Where the entropic solvers iterate (``None``: numpy; a torch device such as ``"cuda"``), see
         :func:`couple`.
+    n_jobs
+        Blocks solved at once on the CPU, in threads (POT's exact solver and numpy release the GIL).
+        ``None``: the cores this process may use (:func:`available_cores`); 1: one after the other. Blocks
+        whose solver runs on a GPU are solved one after the other. The result does not depend on it.
 
     Returns
     -------
@@ -218,33 +225,57 @@ def couple_sets(
         group_mass = np.ones(len(blocks))
     group_mass /= group_mass.sum()
 
-    source_index, target_index, plans, weights, labels = [], [], [], [], []
+    source_index, target_index, weights, labels = [], [], [], []
     for (label, rows, cols), mass in zip(blocks, group_mass):
         for chunk_rows, chunk_cols in _minibatches(rows, cols, batch_size, rng):
-            plan = couple(
-                z_source[chunk_rows],
-                z_target[chunk_cols],
-                method=method,
-                epsilon=epsilon,
-                reg_m=reg_m,
-                device=device,
-            )
             source_index.append(chunk_rows)
             target_index.append(chunk_cols)
-            plans.append(plan / plan.sum())
             weights.append(mass * chunk_rows.size / rows.size)
             labels.append(label)
+
+    def solve(k: int) -> np.ndarray:
+        plan = couple(
+            z_source[source_index[k]],
+            z_target[target_index[k]],
+            method=method,
+            epsilon=epsilon,
+            reg_m=reg_m,
+            device=device,
+        )
+        return plan / plan.sum()
+
+    on_cpu = device is None or str(device) == "cpu" or method == "exact"
+    workers = min(len(source_index), available_cores() if n_jobs is None else max(1, int(n_jobs))) if on_cpu else 1
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="trajvi-ot") as pool:
+            plans = list(pool.map(solve, range(len(source_index))))
+    else:
+        plans = [solve(k) for k in range(len(source_index))]
     weights = np.asarray(weights)
     logger.debug(
-        "Coupled %d source and %d target cells by %s OT in %d block(s).",
+        "Coupled %d source and %d target cells by %s OT in %d block(s), %d at a time.",
         sum(r.size for r in source_index),
         sum(c.size for c in target_index),
         method,
         len(plans),
+        workers,
     )
     return Coupling(
         source_index, target_index, plans, weights / weights.sum(), labels, z_source.shape[0], z_target.shape[0]
     )
+
+
+def available_cores() -> int:
+    """CPU cores for this process's OT blocks: its affinity mask, shared among the processes of its node.
+
+    The mask is what SLURM and containers set; under ``torchrun`` it is divided by ``LOCAL_WORLD_SIZE``.
+    At least 1.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _labels(groups: np.ndarray, n: int, *, name: str, set_label: str) -> np.ndarray:
