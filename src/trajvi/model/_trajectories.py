@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -401,7 +402,12 @@ class TrajectoryMixin:
             devices=devices,
             **trainer_kwargs,
         )
-        runner()
+        module.velocity.train()
+        with warnings.catch_warnings():
+            # The frozen encoder and decoder stay in eval mode on purpose (phase 2 trains the velocity field
+            # only); Lightning warns about every module in eval mode at the start of a fit.
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode", category=UserWarning)
+            runner()
         self._report_guards(plan)
         self.trajectory_path_ = path
         self.trajectory_times_ = [float(t) for t in times]
