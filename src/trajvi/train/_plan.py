@@ -243,7 +243,8 @@ class TrajVITrainingPlan(TrainingPlan):
     def on_train_start(self) -> None:
         """Set up the guards of the three optimizers, the per-epoch sums and, where it applies, the CUDA graph."""
         super().on_train_start()
-        vae, disc, velocity = (o.optimizer for o in self.optimizers())
+        self._wrapped = dict(zip(("vae", "discriminator", "flow"), self.optimizers(), strict=True))
+        vae, disc, velocity = (o.optimizer for o in self._wrapped.values())
         guard = {
             "clip": self.gradient_clip_val,
             "rollback": self.rollback_nonfinite,
@@ -272,6 +273,18 @@ class TrajVITrainingPlan(TrainingPlan):
 
     def _freeze_sums(self) -> None:
         self._sums.frozen = True
+
+    def on_train_end(self) -> None:
+        """Say how many steps the CUDA graph replayed."""
+        super().on_train_end()
+        if self._captured is not None:
+            c = self._captured
+            logger.info(
+                "%d training steps replayed from the CUDA graph, %d run eagerly (warm-up, shorter minibatches%s).",
+                c.n_replays,
+                c.n_eager,
+                ", a failed capture" if c.failed else "",
+            )
 
     def _resolve_check_every(self) -> int:
         if self.check_guards_every_n_steps is not None:
@@ -338,7 +351,7 @@ class TrajVITrainingPlan(TrainingPlan):
             return torch.full((), float("nan"), device=loss.device), None
         for monitor in self.gradient_monitors:  # before clipping and before the finite check
             monitor.observe(self, guard.optimizer, guard.params)
-        step = guard.optimizer.step if raw else self.optimizers()[list(self._guards).index(name)].step
+        step = guard.optimizer.step if raw else self._wrapped[name].step
         return guard.step(loss, step, ok)
 
     def _step(self, batch: Any, batch_idx: int, *, raw: bool = False) -> None:
