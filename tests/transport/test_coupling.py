@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from trajvi.transport import Coupling, couple, couple_sets, standardize
 
@@ -159,6 +160,17 @@ def test_minibatches_cover_every_cell_once():
     np.testing.assert_allclose(coupling.to_dense().sum(axis=1), 1 / 50, atol=1e-15)
 
 
+def test_exact_plans_are_stored_sparse_and_match_the_dense_solution():
+    x, y = _sets(n=50, m=30)
+    coupling = couple_sets(x, y, batch_size=16, rng=0, standardize_sets=False)
+    for rows, cols, plan in zip(coupling.source_index, coupling.target_index, coupling.plans):
+        assert sparse.issparse(plan) and plan.nnz <= len(rows) + len(cols) - 1
+        dense = couple(x[rows], y[cols])
+        np.testing.assert_allclose(plan.toarray(), dense / dense.sum())
+    entropic = couple_sets(x, y, method="sinkhorn", batch_size=16, rng=0)
+    assert not any(sparse.issparse(p) for p in entropic.plans)
+
+
 def test_minibatches_are_reproducible():
     x, y = _sets(n=50, m=30)
     first, again = couple_sets(x, y, batch_size=16, rng=3), couple_sets(x, y, batch_size=16, rng=3)
@@ -192,7 +204,7 @@ def test_blocks_solved_in_threads_give_the_same_coupling(method, monkeypatch):
     for a, b in zip(serial.source_index + serial.target_index, parallel.source_index + parallel.target_index):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(serial.plans, parallel.plans):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(*(p.toarray() if sparse.issparse(p) else p for p in (a, b)))
     np.testing.assert_array_equal(serial.weights, parallel.weights)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from trajvi._logging import logger
 
@@ -36,7 +37,9 @@ class Coupling:
     target_index
         Global column indices (into the target set) of each block.
     plans
-        Each block's plan, ``(len(source_index[k]), len(target_index[k]))``, of total mass 1.
+        Each block's plan, ``(len(source_index[k]), len(target_index[k]))``, of total mass 1: a
+        :class:`scipy.sparse.csr_array` for exact OT (at most ``n_source + n_target - 1`` non-zero entries
+        per block, so a coupling takes memory linear in the cells), a dense array for entropic OT.
     weights
         Mass of each block; sums to 1.
     groups
@@ -49,7 +52,7 @@ class Coupling:
 
     source_index: list[np.ndarray]
     target_index: list[np.ndarray]
-    plans: list[np.ndarray]
+    plans: list[np.ndarray | sp.csr_array]
     weights: np.ndarray
     groups: list[str | None]
     n_source: int
@@ -112,26 +115,31 @@ class Coupling:
         return np.concatenate(sources)[order], np.concatenate(targets)[order]
 
     def _sampler(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Flat indices of block ``k``'s non-zero entries and their cumulative mass.
+        """Flat (row-major) indices of block ``k``'s non-zero entries and their cumulative mass.
 
-        Exact plans are sparse (at most ``n_source + n_target - 1`` entries): their sampler is kept, so that
-        the pairs redrawn every epoch cost ``O(entries)`` instead of a scan of the whole block. Dense plans
-        (entropic) are scanned on every draw rather than doubling their memory.
+        Sparse plans (exact OT) keep their sampler, so that the pairs redrawn every epoch cost
+        ``O(entries)``; dense plans (entropic) are scanned on every draw rather than doubling their memory.
         """
         if k in self._samplers:
             return self._samplers[k]
-        flat = self.plans[k].ravel()
-        support = np.flatnonzero(flat > 0)
-        sampler = support, np.cumsum(flat[support])
-        if 4 * support.size <= flat.size:
+        plan = self.plans[k]
+        if sp.issparse(plan):
+            coo = sp.csr_array(plan).tocoo()
+            keep = coo.data > 0
+            support = coo.row[keep].astype(np.int64) * plan.shape[1] + coo.col[keep]
+            order = np.argsort(support, kind="stable")
+            sampler = support[order], np.cumsum(coo.data[keep][order])
             self._samplers[k] = sampler
-        return sampler
+            return sampler
+        flat = plan.ravel()
+        support = np.flatnonzero(flat > 0)
+        return support, np.cumsum(flat[support])
 
     def to_dense(self) -> np.ndarray:
         """The full ``(n_source, n_target)`` plan, of total mass 1 (for tests and small data)."""
         dense = np.zeros((self.n_source, self.n_target))
         for rows, cols, plan, weight in zip(self.source_index, self.target_index, self.plans, self.weights):
-            dense[np.ix_(rows, cols)] += weight * plan
+            dense[np.ix_(rows, cols)] += weight * (plan.toarray() if sp.issparse(plan) else plan)
         return dense
 
 
@@ -242,7 +250,8 @@ def couple_sets(
             reg_m=reg_m,
             device=device,
         )
-        return plan / plan.sum()
+        plan = plan / plan.sum()
+        return sp.csr_array(plan) if method == "exact" else plan
 
     on_cpu = device is None or str(device) == "cpu" or method == "exact"
     workers = min(len(source_index), available_cores() if n_jobs is None else max(1, int(n_jobs))) if on_cpu else 1
