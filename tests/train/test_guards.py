@@ -120,6 +120,20 @@ def test_an_optimizer_without_the_fused_kernel_decides_on_the_host():
     assert bool(kept) and (p.detach() < 1).all()
 
 
+def test_a_step_function_that_removes_found_inf_itself_is_fine():
+    """A GradScaler (precision="16-mixed") sets and deletes the fused optimizer's found_inf around its step."""
+    p = torch.nn.Parameter(torch.ones(2))
+    guard = _guard(p)
+
+    def scaler_like_step():
+        guard.optimizer.found_inf = torch.tensor(0.0)
+        guard.optimizer.step()
+        del guard.optimizer.found_inf
+
+    _, kept = guard.step(_backward(p, 1.0), scaler_like_step)
+    assert bool(kept) and not hasattr(guard.optimizer, "found_inf")
+
+
 def test_epoch_sums_weight_means_and_add_counts():
     sums = EpochSums()
     sums.add({"a": torch.tensor(1.0), "b": torch.tensor(10.0)}, 1.0)

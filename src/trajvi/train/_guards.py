@@ -139,8 +139,8 @@ class StepGuard:
             self.optimizer.found_inf = (~good).float()
             try:
                 step()
-            finally:
-                del self.optimizer.found_inf
+            finally:  # a GradScaler that stepped this optimizer has removed it already
+                vars(self.optimizer).pop("found_inf", None)
         elif bool(good):  # an optimizer that cannot skip on the device: the decision is read here
             step()
         kept = good

@@ -257,6 +257,11 @@ class TrajVITrainingPlan(TrainingPlan):
             "discriminator": StepGuard("discriminator", disc, module.discriminator_parameters(), **guard),
             "flow": StepGuard("velocity-field", velocity, module.velocity_parameters(), **guard),
         }
+        if str(self.trainer.precision).startswith("16"):
+            # float16 training steps through a GradScaler, which sets the fused kernel's found_inf itself:
+            # the guards then decide on the host (one read per step) so that both checks apply.
+            for g in self._guards.values():
+                g.on_device = False
         self._sums = EpochSums()
         self._repairs = torch.zeros(2, device=self.device)  # entries repaired in the reconstruction and KL terms
         self._repairs_reported = [0.0, 0.0]
