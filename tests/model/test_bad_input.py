@@ -65,6 +65,12 @@ def fitted(tmp_path_factory):
             "No group has cells in both conditions",
         ),
         (lambda m, a: trajvi.tl.gene_trends(a, m, ["gene_0"], scale="log2"), ValueError, "scale"),
+        (lambda m, a: m.train(max_epochs=1, precision="16-mixed"), ValueError, r"float16.*'bf16-mixed'"),
+        (
+            lambda m, a: m.train_trajectories(["control", "stimulated"], precision=16),
+            ValueError,
+            r"precision=16 \(float16\) is not supported",
+        ),
     ],
 )
 def test_errors_name_the_problem_and_leave_adata_alone(fitted, call, error, match):

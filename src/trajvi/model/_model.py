@@ -19,7 +19,13 @@ from trajvi._distributed import check_strategy, global_rank
 from trajvi._logging import logger
 from trajvi.data import validate_anndata
 from trajvi.module import TrajVIModule
-from trajvi.train import DeviceDataSplitter, TrajVITrainingPlan, TrajVITrainRunner, monitor_callbacks
+from trajvi.train import (
+    DeviceDataSplitter,
+    TrajVITrainingPlan,
+    TrajVITrainRunner,
+    check_precision,
+    monitor_callbacks,
+)
 
 from ._compat import check_categories, check_genes, read_saved
 from ._inference import InferenceMixin
@@ -410,6 +416,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         plan_args.update(plan_kwargs or {})
         strategy = trainer_kwargs.get("strategy")
         check_strategy(strategy)
+        check_precision(trainer_kwargs.get("precision"))
         if (
             use_distributed_sampler(strategy)
             and shuffle_set_split

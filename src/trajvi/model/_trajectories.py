@@ -15,7 +15,7 @@ from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy
 from trajvi._logging import logger
 from trajvi.data._checks import check_obs_key
-from trajvi.train import PairDataModule, Segment, TrajVITrainingPlan, monitor_callbacks
+from trajvi.train import PairDataModule, Segment, TrajVITrainingPlan, check_precision, monitor_callbacks
 from trajvi.transport import couple_sets
 
 from ._validation import DEFAULT_PENALTIES, Fold, select_residual_penalty
@@ -315,6 +315,7 @@ class TrajectoryMixin:
                 msg = f"{name}={value}; it must be at least 1."
                 raise ValueError(msg)
         check_strategy(trainer_kwargs.get("strategy"))
+        check_precision(trainer_kwargs.get("precision"))
         if seed is None:
             seed = scvi.settings.seed if scvi.settings.seed is not None else 0
         seed = int(seed)

@@ -10,7 +10,7 @@ from ._callbacks import (
 from ._device_data import DeviceDataSplitter
 from ._gradients import GradientCheck, check_gradients, parameter_groups
 from ._pairs import PairDataModule, Segment, draw_pairs
-from ._plan import NonFiniteTrainingError, TrajVITrainingPlan
+from ._plan import NonFiniteTrainingError, TrajVITrainingPlan, check_precision
 from ._runner import TrajVITrainRunner
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "TrajVITrainRunner",
     "TrajVITrainingPlan",
     "check_gradients",
+    "check_precision",
     "draw_pairs",
     "monitor_callbacks",
     "parameter_groups",
