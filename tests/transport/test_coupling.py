@@ -186,15 +186,18 @@ def test_blocks_solved_in_threads_give_the_same_coupling(method, monkeypatch):
     groups_x, groups_y = np.repeat(["a", "b"], 100), np.repeat(["a", "b"], 75)
     kwargs = {"method": method, "batch_size": 40, "rng": 5, "groups_source": groups_x, "groups_target": groups_y}
     serial = couple_sets(x, y, n_jobs=1, **kwargs)
-    threads = set()
+    import threading
+
     from trajvi.transport import _coupling
 
-    original = _coupling.couple
+    original, threads, calls = _coupling.couple, set(), []
+    both_running = threading.Barrier(2, timeout=30)  # solved one after the other, the first call would wait forever
 
     def recording(*args, **kw):
-        import threading
-
         threads.add(threading.current_thread().name)
+        calls.append(1)
+        if len(calls) <= 2:
+            both_running.wait()
         return original(*args, **kw)
 
     monkeypatch.setattr(_coupling, "couple", recording)
