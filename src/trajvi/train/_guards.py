@@ -124,7 +124,10 @@ class StepGuard:
         clipping and whether the step was kept, both 0-d tensors on the device.
         """
         grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
+        else:  # nothing reached these parameters: a step that changes nothing
+            norm = torch.zeros((), device=self.counts.device)
         finite = torch.isfinite(norm) & torch.isfinite(loss.detach())
         allowed = finite if ok is None else finite & ok
         good = agree_on_device(allowed, self.world_size)
