@@ -115,3 +115,40 @@ def test_invalid_plan_options(fresh):
         fresh.train(max_epochs=1, accumulate_grad_batches=0, **TRAIN_KW)
     with pytest.raises(ValueError, match="adversary_steps"):
         fresh.train(max_epochs=1, plan_kwargs={"adversary_steps": 0}, **TRAIN_KW)
+
+
+def test_reports_every_few_steps_add_up_as_on_a_gpu(fresh, monkeypatch, trajvi_caplog):
+    """check_guards_every_n_steps > 1 (the GPU default is 50): the same counts, reported per span of steps."""
+    from trajvi.module import _module
+
+    original = _module.negative_binomial_log_likelihood
+
+    def one_nan(x, mu, theta):
+        mu = mu.clone()
+        mu[0, 0] = float("nan")
+        return original(x, mu, theta)
+
+    monkeypatch.setattr(_module, "negative_binomial_log_likelihood", one_nan)
+    fresh.module.decoder.query.weight.register_hook(_nan_grad_hook({"n": 0}))
+    kwargs = {"max_consecutive_skips": 100, "plan_kwargs": {"check_guards_every_n_steps": 3}}
+    fresh.train(max_epochs=2, batch_size=100, train_size=1.0, **kwargs, **TRAIN_KW)
+    np.testing.assert_array_equal(fresh.history["n_repaired_train"].iloc[:, 0].to_numpy(), [4.0, 4.0])
+    np.testing.assert_array_equal(fresh.history["n_skipped_steps_train"].iloc[:, 0].to_numpy(), [4.0, 4.0])
+    text = trajvi_caplog.text
+    assert "Training steps 1-3: 3 non-finite entries of the reconstruction term" in text  # 3 steps, then the epoch end
+    assert "Training step 4: 1 non-finite entry of the reconstruction term" in text
+    assert "Skipped VAE 3 of 3 steps (steps 1-3)" in text and "(3 skipped in a row)" in text
+    assert "Training finished with 8 repaired loss entries, 8 skipped steps" in text
+
+
+def test_a_run_of_skips_stops_at_the_next_read(fresh):
+    fresh.module.decoder.query.weight.register_hook(_nan_grad_hook({"n": 0}))
+    with pytest.raises(NonFiniteTrainingError, match=r"^4 consecutive VAE steps were skipped"):
+        fresh.train(
+            max_epochs=1,
+            batch_size=50,
+            train_size=1.0,
+            max_consecutive_skips=3,
+            plan_kwargs={"check_guards_every_n_steps": 4},
+            **TRAIN_KW,
+        )

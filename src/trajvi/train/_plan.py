@@ -483,7 +483,7 @@ class TrajVITrainingPlan(TrainingPlan):
                 if int(repair.n_repaired) > 0:
                     logger.warning("Training %s: %s.", span, repair.describe())
             return
-        for term, n in zip(("reconstruction", "kl"), delta, strict=True):
+        for term, n in zip((r.term for r in self._last_repairs), delta, strict=True):
             if n:
                 logger.warning(
                     "Training %s: %d non-finite entries of the %s term replaced by 0 (non-finite inputs or results).",
