@@ -40,11 +40,7 @@ def all_processes_agree(flag: torch.Tensor, world_size: int) -> bool:
     world_size
         Number of processes (``trainer.world_size``).
     """
-    if world_size <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return bool(flag)
-    value = flag.detach().reshape(()).to(torch.float32).clone()
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
-    return bool(value > 0)
+    return bool(agree_on_device(flag, world_size))
 
 
 def check_strategy(strategy: Any) -> None:
