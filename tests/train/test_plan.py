@@ -13,6 +13,21 @@ def fresh(synthetic_adata, seeded):
     return trajvi.TrajVI(synthetic_adata, n_latent=4, n_hidden=32)
 
 
+@pytest.fixture
+def one_nan_per_batch(monkeypatch):
+    """Make one entry of every batch's NB log-likelihood NaN (the loss repairs and counts it)."""
+    from trajvi.module import _module
+
+    original = _module.negative_binomial_log_likelihood
+
+    def one_nan(x, mu, theta):
+        mu = mu.clone()
+        mu[0, 0] = float("nan")
+        return original(x, mu, theta)
+
+    monkeypatch.setattr(_module, "negative_binomial_log_likelihood", one_nan)
+
+
 def _nan_grad_hook(counter):
     def hook(grad):
         counter["n"] += 1
@@ -43,17 +58,7 @@ def test_too_many_skips_in_a_row_stop_with_advice(fresh):
         fresh.train(max_epochs=1, batch_size=50, train_size=1.0, max_consecutive_skips=3, **TRAIN_KW)
 
 
-def test_loss_repairs_are_counted_in_the_history(fresh, monkeypatch, trajvi_caplog):
-    from trajvi.module import _module
-
-    original = _module.negative_binomial_log_likelihood
-
-    def one_nan(x, mu, theta):
-        mu = mu.clone()
-        mu[0, 0] = float("nan")
-        return original(x, mu, theta)
-
-    monkeypatch.setattr(_module, "negative_binomial_log_likelihood", one_nan)
+def test_loss_repairs_are_counted_in_the_history(fresh, one_nan_per_batch, trajvi_caplog):
     fresh.train(max_epochs=2, batch_size=100, train_size=1.0, **TRAIN_KW)
     np.testing.assert_array_equal(fresh.history["n_repaired_train"].iloc[:, 0].to_numpy(), [4.0, 4.0])
     assert fresh.history["n_skipped_steps_train"].iloc[-1, 0] == 0
@@ -117,18 +122,8 @@ def test_invalid_plan_options(fresh):
         fresh.train(max_epochs=1, plan_kwargs={"adversary_steps": 0}, **TRAIN_KW)
 
 
-def test_reports_every_few_steps_add_up_as_on_a_gpu(fresh, monkeypatch, trajvi_caplog):
+def test_reports_every_few_steps_add_up_as_on_a_gpu(fresh, one_nan_per_batch, trajvi_caplog):
     """check_guards_every_n_steps > 1 (the GPU default is 50): the same counts, reported per span of steps."""
-    from trajvi.module import _module
-
-    original = _module.negative_binomial_log_likelihood
-
-    def one_nan(x, mu, theta):
-        mu = mu.clone()
-        mu[0, 0] = float("nan")
-        return original(x, mu, theta)
-
-    monkeypatch.setattr(_module, "negative_binomial_log_likelihood", one_nan)
     fresh.module.decoder.query.weight.register_hook(_nan_grad_hook({"n": 0}))
     kwargs = {"max_consecutive_skips": 100, "plan_kwargs": {"check_guards_every_n_steps": 3}}
     fresh.train(max_epochs=2, batch_size=100, train_size=1.0, **kwargs, **TRAIN_KW)
