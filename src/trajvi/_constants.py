@@ -16,12 +16,20 @@ class _RegistryKeys(NamedTuple):
 
 
 class _AnnDataKeys(NamedTuple):
-    LATENT: str = "X_trajvi"
-    UNS: str = "trajvi"
-    GENE_EMBEDDING_SUFFIX: str = "_gene_embeddings"
+    """Default keys trajvi writes into an AnnData (each ``tl`` function takes its own ``key_added``)."""
+
+    LATENT: str = "X_trajvi"  # obsm (latent), varm (gene embeddings), uns (parameters): tl.latent
+    TRAJECTORIES: str = "trajvi"  # obsm (latent paths), uns (times, parameters): tl.trajectories, pl.trajectories
+    PREDICTED_MEAN: str = "trajvi_mean"  # layer of NB means in model.predict's AnnData
+    PREDICT_UNS: str = "trajvi_predict"  # uns entry of model.predict's AnnData
+    SOURCE_CELL: str = "source_cell"  # obs columns of model.predict's AnnData
+    SOURCE_CONDITION: str = "source_condition"
+    SAMPLE: str = "sample"
 
 
 class _HistoryKeys(NamedTuple):
+    """Metric names in ``model.history`` (the ``_train``/``_validation`` suffix is added where they are logged)."""
+
     RECONSTRUCTION: str = "reconstruction_loss"
     KL: str = "kl_local"
     ADVERSARIAL: str = "adversarial_loss"
@@ -35,6 +43,8 @@ class _HistoryKeys(NamedTuple):
     FLOW: str = "flow_matching_loss"
     RESIDUAL: str = "velocity_residual"
     GRAD_NORM_VELOCITY: str = "grad_norm_velocity"
+    TRAIN_LOSS: str = "train_loss"
+    ELBO: str = "elbo"
 
 
 REGISTRY_KEYS = _RegistryKeys()

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trajvi._constants import ADATA_KEYS
 from trajvi._logging import logger
+from trajvi._types import OT_METHODS
 
 
 def _positive_int(value: str) -> int:
@@ -32,7 +34,7 @@ def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, flow_
     parser.add_argument(
         "--flow-epochs", type=_positive_int, default=flow_epochs, help=f"phase-2 epochs (default: {flow_epochs})"
     )
-    parser.add_argument("--ot-method", choices=["exact", "sinkhorn", "unbalanced"], default="exact")
+    parser.add_argument("--ot-method", choices=OT_METHODS, default="exact")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -184,8 +186,8 @@ def run_demo(
     )
     stim = (adata.obs["condition"] == "stimulated").to_numpy()
     metrics = {
-        "cell_type_knn_accuracy": trajvi.tl.knn_accuracy(adata.obsm["X_trajvi"], adata.obs["cell_type"]),
-        "true_latent_r2": trajvi.tl.linear_r2(adata.obsm["X_trajvi"], adata.obsm["true_latent"]),
+        "cell_type_knn_accuracy": trajvi.tl.knn_accuracy(adata.obsm[ADATA_KEYS.LATENT], adata.obs["cell_type"]),
+        "true_latent_r2": trajvi.tl.linear_r2(adata.obsm[ADATA_KEYS.LATENT], adata.obsm["true_latent"]),
         "energy_distance_predicted_to_stimulated": trajvi.tl.expression_energy_distance(
             predicted.X, adata.X[stim], reference=adata.X
         ),
@@ -199,7 +201,7 @@ def run_demo(
         "n_genes": n_genes,
         "seed": seed,
     }
-    sc.pp.neighbors(adata, use_rep="X_trajvi", random_state=seed)
+    sc.pp.neighbors(adata, use_rep=ADATA_KEYS.LATENT, random_state=seed)
     sc.tl.umap(adata, random_state=seed)
     fig = sc.pl.umap(adata, color=["cell_type", "condition", "batch"], show=False, return_fig=True)
     fig.savefig(out / "latent.png", dpi=120, bbox_inches="tight")

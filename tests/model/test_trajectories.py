@@ -191,15 +191,36 @@ def test_plan_kwargs_reach_the_phase2_plan(perturbation):
     class Record(Callback):
         def on_fit_start(self, trainer, pl_module):
             seen.update(
-                lr=pl_module.velocity_lr, clip=pl_module.gradient_clip_val, skips=pl_module.max_consecutive_skips
+                lr=pl_module.settings.lr,
+                clip=pl_module.gradient_clip_val,
+                skips=pl_module.max_consecutive_skips,
+                every=pl_module.check_guards_every_n_steps,
             )
 
     model.train_trajectories(
         ["control", "stimulated"],
         residual_penalty=1.0,
         max_epochs=1,
-        plan_kwargs={"velocity_lr": 3e-4, "gradient_clip_val": 2.0, "max_consecutive_skips": 7},
+        lr=3e-4,
+        plan_kwargs={"gradient_clip_val": 2.0, "max_consecutive_skips": 7, "check_guards_every_n_steps": 3},
         callbacks=[Record()],
         **TRAIN_KW,
     )
-    assert seen == {"lr": 3e-4, "clip": 2.0, "skips": 7}
+    assert seen == {"lr": 3e-4, "clip": 2.0, "skips": 7, "every": 3}
+
+
+@pytest.mark.parametrize(
+    ("plan_kwargs", "match"),
+    [
+        ({"lr": 1e-2}, r"plan_kwargs repeats \['lr'\].*pass lr=0.01 to train_trajectories\(\) directly"),
+        ({"residual_penalty": 2.0}, r"repeats \['residual_penalty'\]"),
+        ({"velocity_lr": 1e-2}, r"plan_kwargs has \['velocity_lr'\], which VelocityTrainingPlan does not take"),
+    ],
+)
+def test_plan_kwargs_that_repeat_an_argument_or_are_unknown_are_refused_early(perturbation, plan_kwargs, match):
+    model, *_ = perturbation
+    before = {k: v.clone() for k, v in model.module.velocity.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        model.train_trajectories(["control", "stimulated"], plan_kwargs=plan_kwargs, **TRAIN_KW)
+    for key, value in model.module.velocity.state_dict().items():
+        torch.testing.assert_close(value, before[key])  # refused before anything was reset or trained

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import trajvi
 from tests.conftest import TRAIN_KW
 from trajvi._constants import HISTORY_KEYS as H
-from trajvi.train import TrajVITrainingPlan
+from trajvi.train import TrajVITrainingPlan, VelocityTrainingPlan
 from trajvi.train._guards import EpochSums, StepGuard, skips_on_device
 
 #: Operators that make the host wait for the device (a value read, or a shape that depends on values).
@@ -152,7 +152,8 @@ def test_epoch_sums_weight_means_and_add_counts():
 def test_the_training_step_reads_nothing_from_the_device(synthetic_adata, seeded, monkeypatch, phase):
     """What lets the step run ahead of the GPU and be captured as a CUDA graph, checked on the CPU."""
     probe = HostReads()
-    original = TrajVITrainingPlan._step
+    plan_cls = TrajVITrainingPlan if phase == "vae" else VelocityTrainingPlan
+    original = plan_cls._step
     steps = {"n": 0}
 
     def probed(self, batch, batch_idx, *, raw=False):
@@ -160,15 +161,11 @@ def test_the_training_step_reads_nothing_from_the_device(synthetic_adata, seeded
         with probe:
             original(self, batch, batch_idx, raw=True)
 
-    monkeypatch.setattr(TrajVITrainingPlan, "_step", probed)
+    monkeypatch.setattr(plan_cls, "_step", probed)
     trajvi.TrajVI.setup_anndata(synthetic_adata, "condition", batch_key="batch")
     model = trajvi.TrajVI(synthetic_adata, n_latent=4, n_hidden=32, adversarial_weight=1.0)
-    if phase == "vae":
-        model.train(max_epochs=1, batch_size=100, **TRAIN_KW)
-    else:
-        monkeypatch.setattr(TrajVITrainingPlan, "_step", original)
-        model.train(max_epochs=1, batch_size=100, **TRAIN_KW)
-        monkeypatch.setattr(TrajVITrainingPlan, "_step", probed)
+    model.train(max_epochs=1, batch_size=100, **TRAIN_KW)
+    if phase == "flow":
         model.train_trajectories(["control", "stimulated"], max_epochs=1, batch_size=64, **TRAIN_KW)
     assert steps["n"] > 0
     assert not probe.calls, probe.calls[0]

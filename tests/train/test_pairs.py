@@ -34,8 +34,9 @@ def test_pair_loader_serves_every_drawn_pair_once_in_minibatches_mixing_segments
     data = PairDataModule(_segments(), pairs_per_epoch=1000, batch_size=256, seed=1)
     batches = list(data.train_dataloader())
     assert [b[0].shape for b in batches] == [(256, 3)] * 3 + [(232, 3)]
-    z0, z1, t0, t1 = (torch.cat(parts) for parts in zip(*batches))
-    assert z0.dtype == z1.dtype == t0.dtype == t1.dtype == torch.float32
+    z0, z1, t0, t1, tau = (torch.cat(parts) for parts in zip(*batches))
+    assert z0.dtype == z1.dtype == t0.dtype == t1.dtype == tau.dtype == torch.float32
+    assert tau.shape == (1000, 1) and tau.min() >= 0 and tau.max() < 1 and tau.std() > 0.2
     assert len(z0) == 1000 and set(t0.tolist()) == {0.0, 1.0}
     # each pair keeps its own segment's times, and the two segments are mixed within a minibatch
     torch.testing.assert_close(t1 - t0, torch.ones(1000))

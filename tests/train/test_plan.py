@@ -120,6 +120,11 @@ def test_invalid_plan_options(fresh):
         fresh.train(max_epochs=1, accumulate_grad_batches=0, **TRAIN_KW)
     with pytest.raises(ValueError, match="adversary_steps"):
         fresh.train(max_epochs=1, plan_kwargs={"adversary_steps": 0}, **TRAIN_KW)
+    with pytest.raises(ValueError, match=r"plan_kwargs repeats \['lr'\].*pass lr=0.1 to train\(\) directly"):
+        fresh.train(max_epochs=1, plan_kwargs={"lr": 0.1}, **TRAIN_KW)
+    with pytest.raises(ValueError, match=r"plan_kwargs has \['velocity_lr'\].*valid keys: \[.*'adversary_steps'"):
+        fresh.train(max_epochs=1, plan_kwargs={"velocity_lr": 0.1}, **TRAIN_KW)
+    assert not fresh.is_trained_  # refused before training
 
 
 def test_reports_every_few_steps_add_up_as_on_a_gpu(fresh, one_nan_per_batch, trajvi_caplog):

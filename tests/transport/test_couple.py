@@ -180,7 +180,7 @@ def test_exact_with_too_few_iterations_raises():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "emd"}, r"method must be one of 'exact', 'sinkhorn', 'unbalanced'; got 'emd'"),
+        ({"method": "emd"}, r"method='emd' is not valid; use one of 'exact', 'sinkhorn', 'unbalanced'"),
         ({"epsilon": 0.0}, "epsilon must be a finite number > 0"),
         ({"epsilon": np.nan}, "epsilon must be a finite number > 0"),
         ({"reg_m": -1.0}, "reg_m must be a finite number > 0"),

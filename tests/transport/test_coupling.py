@@ -69,8 +69,8 @@ def test_errors_name_the_condition():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "greedy"}, "method must be one of 'exact', 'sinkhorn', 'unbalanced'"),
-        ({"group_weighting": "target"}, "group_weighting must be 'source' or 'balanced'"),
+        ({"method": "greedy"}, "method='greedy' is not valid; use one of 'exact', 'sinkhorn', 'unbalanced'"),
+        ({"group_weighting": "target"}, "group_weighting='target' is not valid; use one of 'balanced', 'source'"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"groups_source": np.array(["a"] * 12)}, "Pass both groups_source and groups_target"),
         (
@@ -100,7 +100,9 @@ def test_groups_are_coupled_separately_and_unmatched_groups_dropped(trajvi_log):
     x, y = _sets(n=12, m=10)
     groups_source = np.array(["B"] * 6 + ["A"] * 4 + ["only_src"] * 2)
     groups_target = np.array(["A"] * 3 + ["B"] * 5 + ["only_tgt"] * 2)
-    coupling = couple_sets(x, y, groups_source=groups_source, groups_target=groups_target, source_name="ctrl")
+    coupling = couple_sets(
+        x, y, groups_source=groups_source, groups_target=groups_target, source_name="ctrl", group_weighting="source"
+    )
     assert coupling.groups == ["A", "B"]
     np.testing.assert_array_equal(coupling.source_index[0], [6, 7, 8, 9])
     np.testing.assert_array_equal(coupling.target_index[0], [0, 1, 2])
@@ -115,13 +117,33 @@ def test_groups_are_coupled_separately_and_unmatched_groups_dropped(trajvi_log):
     assert any("'only_tgt'" in m and "no cells in the condition 'ctrl'" in m for m in notes)
 
 
-def test_balanced_group_weighting_gives_equal_mass():
+def test_balanced_group_weighting_gives_equal_mass_and_is_the_default():
     x, y = _sets(n=12, m=10)
     groups_source = np.array(["A"] * 10 + ["B"] * 2)
     groups_target = np.array(["A"] * 5 + ["B"] * 5)
     coupling = couple_sets(x, y, groups_source=groups_source, groups_target=groups_target, group_weighting="balanced")
     np.testing.assert_allclose(coupling.weights, [0.5, 0.5])
     np.testing.assert_allclose(coupling.to_dense()[10:].sum(), 0.5)
+    default = couple_sets(x, y, groups_source=groups_source, groups_target=groups_target)
+    np.testing.assert_allclose(default.weights, [0.5, 0.5])  # the same default as train_trajectories
+
+
+def test_quiet_couplings_note_left_out_groups_at_debug_level_only(trajvi_log):
+    x, y = _sets(n=12, m=10)
+    groups_source = np.array(["A"] * 10 + ["only_src"] * 2)
+    groups_target = np.array(["A"] * 10)
+    trajvi_log.set_level(logging.DEBUG, logger="trajvi")
+    couple_sets(x, y, groups_source=groups_source, groups_target=groups_target, quiet=True)
+    assert not [r for r in trajvi_log.records if r.levelno >= logging.INFO and "only_src" in r.getMessage()]
+    assert [r for r in trajvi_log.records if r.levelno == logging.DEBUG and "only_src" in r.getMessage()]
+
+
+def test_coupling_records_its_wall_time_and_block_times():
+    x, y = _sets(n=50, m=30)
+    coupling = couple_sets(x, y, batch_size=16, rng=0, n_jobs=1)
+    assert coupling.solve_seconds.shape == (coupling.n_blocks,)
+    assert (coupling.solve_seconds > 0).all()
+    assert coupling.wall_seconds >= coupling.solve_seconds.sum()  # one block after the other here
 
 
 def test_groups_without_overlap_raise_naming_both_sides():
@@ -232,7 +254,9 @@ def test_minibatches_never_leave_a_side_empty():
 def test_minibatches_within_groups_keep_group_mass():
     x, y = _sets(n=40, m=40)
     groups = np.array(["A"] * 30 + ["B"] * 10)
-    coupling = couple_sets(x, y, groups_source=groups, groups_target=groups, batch_size=8, rng=0)
+    coupling = couple_sets(
+        x, y, groups_source=groups, groups_target=groups, batch_size=8, rng=0, group_weighting="source"
+    )
     labels = np.array(coupling.groups)
     assert (labels == "A").sum() == 4 and (labels == "B").sum() == 2
     assert coupling.weights[labels == "A"].sum() == pytest.approx(0.75)

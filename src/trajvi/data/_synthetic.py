@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from trajvi._types import SYNTHETIC_KINDS, check_option
+
 if TYPE_CHECKING:
     from anndata import AnnData
+
+    from trajvi._types import SyntheticKind
 
 _UNS_KEY = "synthetic"
 _CHUNK = 20_000
@@ -31,7 +35,7 @@ def synthetic(
     n_cells: int = 2000,
     n_genes: int = 500,
     *,
-    kind: Literal["perturbation", "time_course"] = "perturbation",
+    kind: SyntheticKind = "perturbation",
     n_cell_types: int = 4,
     n_batches: int = 2,
     n_latent: int = 6,
@@ -92,9 +96,7 @@ def synthetic(
     """
     from anndata import AnnData
 
-    if kind not in ("perturbation", "time_course"):
-        msg = f"kind={kind!r} is not valid; use 'perturbation' or 'time_course'."
-        raise ValueError(msg)
+    check_option(kind, SYNTHETIC_KINDS, "kind")
     if kind == "time_course" and n_time_points < 3:
         msg = f"n_time_points={n_time_points}; a time course needs at least 3."
         raise ValueError(msg)

@@ -5,24 +5,25 @@
 - monitors as Lightning callbacks, switched on by arguments of ``train`` and ``train_trajectories``
   (:class:`GradientNormMonitor`, :class:`GradientCheckCallback`, :class:`ParameterMonitor`,
   :class:`LossCurveWriter`); their figures land in ``model.history``;
-- the guards of the losses and of the training plan: :class:`Repair` records, the ``n_repaired_train``,
+- the guards of the losses and of the training plans: :class:`Repair` records, the ``n_repaired_train``,
   ``n_skipped_steps_train`` and ``n_discriminator_skips_train`` counters in the history, and
   :class:`NonFiniteTrainingError`.
 
-See ``docs/numerical_stability.md`` and the troubleshooting page.
+Everything here works on a :class:`torch.nn.Module` (and, for the callbacks, on the training plans'
+``module``); nothing imports the model class. See ``docs/numerical_stability.md`` and the troubleshooting page.
 """
 
 from trajvi.module import Repair, repair_nonfinite
-from trajvi.train import (
-    GradientCheck,
+
+from ._callbacks import (
     GradientCheckCallback,
     GradientNormMonitor,
     LossCurveWriter,
-    NonFiniteTrainingError,
     ParameterMonitor,
-    check_gradients,
-    parameter_groups,
+    monitor_callbacks,
 )
+from ._errors import NonFiniteTrainingError
+from ._gradients import GradientCheck, block_of, check_gradients, parameter_groups
 
 __all__ = [
     "GradientCheck",
@@ -32,7 +33,9 @@ __all__ = [
     "NonFiniteTrainingError",
     "ParameterMonitor",
     "Repair",
+    "block_of",
     "check_gradients",
+    "monitor_callbacks",
     "parameter_groups",
     "repair_nonfinite",
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Literal
 
 import torch
 from torchdiffeq import odeint
 
-Method = Literal["euler", "rk4", "dopri5"]
-METHODS: tuple[str, ...] = ("euler", "rk4", "dopri5")
+from trajvi._types import INTEGRATORS, Integrator, check_option
+
+#: The integrators, in the order of :data:`trajvi._types.Integrator`.
+METHODS: tuple[str, ...] = INTEGRATORS
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -31,7 +32,7 @@ def integrate(
     z0: torch.Tensor,
     times: torch.Tensor,
     *,
-    method: Method = "euler",
+    method: Integrator = "euler",
     rtol: float = 1e-5,
     atol: float = 1e-6,
 ) -> torch.Tensor:
@@ -55,9 +56,7 @@ def integrate(
     -------
     ``(T, n, d)`` states; ``[0]`` is ``z0``.
     """
-    if method not in METHODS:
-        msg = f"method={method!r} is not valid; use one of {list(METHODS)}."
-        raise ValueError(msg)
+    check_option(method, INTEGRATORS, "method")
     if z0.dim() != 2:
         msg = f"z0 must be (n_cells, n_latent); got shape {tuple(z0.shape)}."
         raise ValueError(msg)
@@ -75,7 +74,7 @@ def simulate(
     z0: torch.Tensor,
     times: torch.Tensor,
     *,
-    method: Method = "euler",
+    method: Integrator = "euler",
     batch_size: int | None = 4096,
     with_grad: bool = False,
     rtol: float = 1e-5,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -12,13 +12,14 @@ import torch
 from scipy import sparse
 from scvi.distributions import NegativeBinomial
 
-from trajvi._constants import REGISTRY_KEYS
-from trajvi.dynamics import METHODS, simulate, time_grid
+from trajvi._constants import ADATA_KEYS, REGISTRY_KEYS
+from trajvi._types import INTEGRATORS, check_option
+from trajvi.dynamics import simulate, time_grid
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-Integrator = Literal["euler", "rk4", "dopri5"]
+    from trajvi._types import Integrator
 _CHUNK = 65_536  # cells whose counts are read at once to compute library sizes
 
 
@@ -201,9 +202,7 @@ class InferenceMixin:
         A :class:`TrajectoryResult`.
         """
         self._require_phase2()
-        if method not in METHODS:
-            msg = f"method={method!r} is not valid; use one of {list(METHODS)}."
-            raise ValueError(msg)
+        check_option(method, INTEGRATORS, "method")
         adata = self._validate_anndata(adata)
         source = self._check_condition(source or self.trajectory_path_[0], "source")
         if target is not None:
@@ -261,7 +260,7 @@ class InferenceMixin:
         method: Integrator = "euler",
         batch_size: int = 1024,
         library_size: float | None = None,
-        layer_key: str = "trajvi_mean",
+        layer_key: str = ADATA_KEYS.PREDICTED_MEAN,
     ) -> AnnData:
         """Predict cells of ``target`` from cells of ``source``, as an AnnData scanpy can analyse.
 
@@ -327,23 +326,23 @@ class InferenceMixin:
         source_obs = adata.obs.iloc[idx]
         user_cols = [c for c in source_obs.columns if not str(c).startswith("_scvi")]
         obs = pd.concat([source_obs[user_cols]] * int(n_samples), ignore_index=True)
-        obs["source_cell"] = np.tile(np.asarray(result.cells), int(n_samples))
-        obs["source_condition"] = result.source
+        obs[ADATA_KEYS.SOURCE_CELL] = np.tile(np.asarray(result.cells), int(n_samples))
+        obs[ADATA_KEYS.SOURCE_CONDITION] = result.source
         obs["condition"] = pd.Categorical([label] * len(obs))
         setup_args = self.adata_manager.registry["setup_args"]
         if setup_args.get("condition_key") not in (None, "condition"):  # the user's own column names the target too
             obs[setup_args["condition_key"]] = pd.Categorical([label] * len(obs))
         if setup_args.get("time_key") is not None:
             obs[setup_args["time_key"]] = t_end
-        obs["sample"] = np.repeat(np.arange(int(n_samples)), len(idx))
-        obs.index = [f"{c}-pred{s}" for c, s in zip(obs["source_cell"], obs["sample"], strict=True)]
+        obs[ADATA_KEYS.SAMPLE] = np.repeat(np.arange(int(n_samples)), len(idx))
+        obs.index = [f"{c}-pred{s}" for c, s in zip(obs[ADATA_KEYS.SOURCE_CELL], obs[ADATA_KEYS.SAMPLE], strict=True)]
         out = AnnData(
             X=sparse.csr_matrix(np.concatenate(samples)),
             obs=obs,
             var=adata.var.copy(),
             layers={layer_key: np.concatenate([mean_np] * int(n_samples))},
         )
-        out.uns["trajvi_predict"] = {
+        out.uns[ADATA_KEYS.PREDICT_UNS] = {
             "params": {
                 "source": result.source,
                 "target": label,

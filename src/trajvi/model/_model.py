@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,14 +16,17 @@ from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy, global_rank
 from trajvi._logging import logger
+from trajvi._types import ADVERSARIAL_TARGETS, AdversarialTarget, check_option
 from trajvi.data import validate_anndata
+from trajvi.diagnostics import monitor_callbacks
 from trajvi.module import TrajVIModule
 from trajvi.train import (
     DeviceDataSplitter,
     TrajVITrainingPlan,
     TrajVITrainRunner,
+    check_plan_kwargs,
     check_precision,
-    monitor_callbacks,
+    report_guards,
 )
 
 from ._compat import check_categories, check_genes, read_saved
@@ -33,8 +35,6 @@ from ._trajectories import TrajectoryMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
-
-AdversarialTarget = Literal["condition", "batch"]
 
 
 def _trains_on_gpu(accelerator: str) -> bool:
@@ -130,9 +130,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         if adversarial_weight < 0:
             msg = f"adversarial_weight={adversarial_weight}; it must be >= 0."
             raise ValueError(msg)
-        if adversarial_target not in ("condition", "batch"):
-            msg = f"adversarial_target={adversarial_target!r} is not valid; use 'condition' or 'batch'."
-            raise ValueError(msg)
+        check_option(adversarial_target, ADVERSARIAL_TARGETS, "adversarial_target")
         n_batch = self.summary_stats.n_batch
         n_conditions = len(self.conditions)
         if adversarial_target == "batch":
@@ -371,9 +369,11 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             are scvi-tools'; counts larger than ``max_dense_bytes`` (a ``datasplitter_kwargs`` entry,
             2 GiB by default) stay sparse on the device.
         plan_kwargs
-            More arguments for :class:`~trajvi.train.TrajVITrainingPlan` (they override the above), for
-            example ``cuda_graph=False`` to run every step eagerly on a GPU (by default one CUDA device replays
-            the step as a CUDA graph) or ``check_guards_every_n_steps``.
+            More arguments for :class:`~trajvi.train.TrajVITrainingPlan`, for example ``cuda_graph=False`` to
+            run every step eagerly on a GPU (by default one CUDA device replays the step as a CUDA graph),
+            ``check_guards_every_n_steps``, ``adversary_steps`` or ``adversarial_weight`` (for this call). An
+            argument of ``train()`` itself (``lr``, ``gradient_clip_val``, ...) is not repeated here: an
+            error says to pass it directly.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (for example ``precision``, ``strategy``, ``num_nodes``,
             ``enable_progress_bar``, ``log_save_dir``).
@@ -393,18 +393,9 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         if int(batch_size) < 2:
             msg = f"batch_size={batch_size}; it must be at least 2 (batch normalisation needs two cells)."
             raise ValueError(msg)
-        for name in ("gradient_clip_val", "accumulate_grad_batches"):
-            if name in trainer_kwargs:  # never reached through the signature; kept for clarity
-                msg = f"{name} is handled by the training plan; pass it to train() directly."
-                raise ValueError(msg)
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = max(1, int(max_epochs) // 2)
-        plan_args = {
-            "phase": "vae",
-            "adversarial_weight": self.adversarial_weight,
-            "adversary_key": REGISTRY_KEYS.CONDITION_KEY
-            if self.adversarial_target == "condition"
-            else REGISTRY_KEYS.BATCH_KEY,
+        explicit = {
             "lr": lr,
             "adversary_lr": adversary_lr,
             "weight_decay": weight_decay,
@@ -413,7 +404,15 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             "accumulate_grad_batches": accumulate_grad_batches,
             "max_consecutive_skips": max_consecutive_skips,
         }
-        plan_args.update(plan_kwargs or {})
+        plan_kwargs = check_plan_kwargs(self._training_plan_cls, plan_kwargs, explicit=explicit, caller="train")
+        plan_args = {
+            "adversarial_weight": self.adversarial_weight,
+            "adversary_key": REGISTRY_KEYS.CONDITION_KEY
+            if self.adversarial_target == "condition"
+            else REGISTRY_KEYS.BATCH_KEY,
+            **explicit,
+        }
+        plan_args.update(plan_kwargs)
         strategy = trainer_kwargs.get("strategy")
         check_strategy(strategy)
         check_precision(trainer_kwargs.get("precision"))
@@ -462,18 +461,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             **trainer_kwargs,
         )
         runner()
-        self._report_guards(plan)
-
-    @staticmethod
-    def _report_guards(plan: TrajVITrainingPlan) -> None:
-        if plan.total_repaired or plan.total_skipped_steps or plan.total_label_skips:
-            logger.warning(
-                "Training finished with %d repaired loss entries, %d skipped steps and %d skipped "
-                "discriminator steps (see model.history and docs/numerical_stability.md).",
-                plan.total_repaired,
-                plan.total_skipped_steps,
-                plan.total_label_skips,
-            )
+        report_guards(plan)
 
     # -- getters -------------------------------------------------------------------------------
     def get_gene_embeddings(self) -> pd.DataFrame:
@@ -481,15 +469,6 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         self._check_if_trained(warn=True)
         emb = self.module.decoder.gene_embeddings.detach().cpu().numpy()
         return pd.DataFrame(emb, index=self.adata.var_names.copy(), columns=[f"dim_{i}" for i in range(emb.shape[1])])
-
-    def _condition_codes(self, names: Sequence[str], parameter: str) -> list[int]:
-        codes = []
-        for name in names:
-            if str(name) not in self.conditions:
-                msg = f"{parameter}={name!r} is not a condition; valid values: {self.conditions}."
-                raise ValueError(msg)
-            codes.append(self.conditions.index(str(name)))
-        return codes
 
     def get_condition_codes(self, adata: AnnData | None = None) -> np.ndarray:
         """Integer code of each cell's condition, in the order of :attr:`conditions`."""

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-import itertools
-import logging
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy
-from trajvi._logging import logger
 from trajvi.data._checks import check_obs_key
-from trajvi.train import PairDataModule, Segment, TrajVITrainingPlan, check_precision, monitor_callbacks
-from trajvi.transport import couple_sets
-
-from ._validation import DEFAULT_PENALTIES, Fold, select_residual_penalty
+from trajvi.diagnostics import monitor_callbacks
+from trajvi.train import VelocityFitSettings, VelocityTrainingPlan, check_plan_kwargs, check_precision
+from trajvi.trajectory import (
+    DEFAULT_PENALTIES,
+    CouplingConfig,
+    check_path,
+    fit_trajectories,
+    path_times,
+)
+from trajvi.trajectory import ot_device as resolve_ot_device
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-OTMethod = Literal["exact", "sinkhorn", "unbalanced"]
-Integrator = Literal["euler", "rk4", "dopri5"]
+    from trajvi._types import GroupWeighting, OTMethod
+
+#: Arguments of the velocity fit that every fit of phase 2 shares (the validation fits too).
+_SHARED_PLAN_KEYS = ("gradient_clip_val", "rollback_nonfinite", "max_update_ratio", "max_consecutive_skips")
 
 
 class TrajectoryMixin:
@@ -38,6 +41,7 @@ class TrajectoryMixin:
         self.residual_penalty_: float | None = None
         self.couple_within_: str | None = None
         self.trajectory_validation_: dict[str, dict[str, float]] | None = None
+        self.trajectory_timing_: dict[str, float] | None = None
 
     def _require_phase1(self) -> None:
         if not self.is_trained_:
@@ -64,20 +68,6 @@ class TrajectoryMixin:
         codes = self.get_condition_codes(adata)
         return {self.conditions[c]: float(times[codes == c][0]) for c in np.unique(codes)}
 
-    def _path_times(self, path: list[str]) -> list[float]:
-        known = self.condition_times()
-        if known is None:
-            return list(np.linspace(0.0, 1.0, len(path)))
-        missing = [c for c in path if c not in known]
-        if missing:
-            msg = f"condition(s) {missing} of the path have no cells, so their time is unknown."
-            raise ValueError(msg)
-        times = [known[c] for c in path]
-        if any(b <= a for a, b in itertools.pairwise(times)):
-            msg = f"the times of the path {dict(zip(path, times, strict=True))} must increase along it; reorder path."
-            raise ValueError(msg)
-        return times
-
     def _time_of(self, condition: str) -> float:
         if self.trajectory_path_ and condition in self.trajectory_path_:
             return self.trajectory_times_[self.trajectory_path_.index(condition)]
@@ -89,94 +79,6 @@ class TrajectoryMixin:
             "and no time_key was registered. Pass t_span=(start, end) instead."
         )
         raise ValueError(msg)
-
-    # -- phase 2 ---------------------------------------------------------------------------------------
-    def _segments(
-        self,
-        z: np.ndarray,
-        codes: np.ndarray,
-        groups: np.ndarray | None,
-        path: list[str],
-        times: list[float],
-        keep: np.ndarray,
-        ot: dict[str, Any],
-    ) -> list[Segment]:
-        segments = []
-        for (src, tgt), (t0, t1) in zip(itertools.pairwise(path), itertools.pairwise(times)):
-            s_mask = keep & (codes == self.conditions.index(src))
-            t_mask = keep & (codes == self.conditions.index(tgt))
-            for name, mask in ((src, s_mask), (tgt, t_mask)):
-                if not mask.any():
-                    msg = f"condition {name!r} has no cells in the data used for phase 2."
-                    raise ValueError(msg)
-            coupling = couple_sets(
-                z[s_mask],
-                z[t_mask],
-                groups_source=None if groups is None else groups[s_mask],
-                groups_target=None if groups is None else groups[t_mask],
-                source_name=src,
-                target_name=tgt,
-                **ot,
-            )
-            segments.append(Segment(f"{src}->{tgt}", z[s_mask], z[t_mask], float(t0), float(t1), coupling))
-        return segments
-
-    def _folds(self, *args: Any) -> list[Fold]:
-        """The validation folds, built without repeating the final fit's notes on left-out groups."""
-        level = logger.level
-        logger.setLevel(max(level, logging.WARNING))
-        try:
-            return self._build_folds(*args)
-        finally:
-            logger.setLevel(level)
-
-    def _build_folds(
-        self,
-        z: np.ndarray,
-        codes: np.ndarray,
-        groups: np.ndarray | None,
-        path: list[str],
-        times: list[float],
-        keep: np.ndarray,
-        ot: dict[str, Any],
-    ) -> list[Fold]:
-        folds = []
-        if groups is not None:
-            first, last = self.conditions.index(path[0]), self.conditions.index(path[-1])
-            complete = [
-                g
-                for g in pd.unique(groups[keep])
-                if all((keep & (groups == g) & (codes == self.conditions.index(c))).any() for c in path)
-            ]
-            if len(complete) < 2:
-                return []
-            for g in complete:
-                others = keep & (groups != g)
-                folds.append(
-                    Fold(
-                        f"{g}",
-                        self._segments(z, codes, groups, path, times, others, ot),
-                        z[keep & (groups == g) & (codes == first)],
-                        times[0],
-                        times[-1],
-                        z[keep & (groups == g) & (codes == last)],
-                    )
-                )
-        elif len(path) >= 3:
-            for k in range(1, len(path) - 1):
-                sub_path = path[:k] + path[k + 1 :]
-                sub_times = times[:k] + times[k + 1 :]
-                folds.append(
-                    Fold(
-                        path[k],
-                        self._segments(z, codes, None, sub_path, sub_times, keep, ot),
-                        z[keep & (codes == self.conditions.index(path[k - 1]))],
-                        times[k - 1],
-                        times[k],
-                        z[keep & (codes == self.conditions.index(path[k]))],
-                    )
-                )
-        return folds
 
     def train_trajectories(
         self,
@@ -195,7 +97,7 @@ class TrajectoryMixin:
         ot_batch_size: int | None = None,
         ot_device: str | None = "auto",
         ot_n_jobs: int | None = None,
-        group_weighting: Literal["source", "balanced"] = "balanced",
+        group_weighting: GroupWeighting = "balanced",
         pairs_per_epoch: int | None = None,
         indices: Sequence[int] | None = None,
         seed: int | None = None,
@@ -287,22 +189,22 @@ class TrajectoryMixin:
         accelerator, devices, **trainer_kwargs
             Passed to the scvi-tools trainer (``strategy``, ``num_nodes``, ``precision``, ...).
         plan_kwargs
-            More arguments for :class:`~trajvi.train.TrajVITrainingPlan` of the final fit (they override the
-            above), such as ``gradient_clip_val``, ``max_consecutive_skips`` or ``rollback_nonfinite``.
+            More arguments for :class:`~trajvi.train.VelocityTrainingPlan`. ``gradient_clip_val``,
+            ``rollback_nonfinite``, ``max_update_ratio`` and ``max_consecutive_skips`` apply to every fit of
+            the call (the validation fits too, so the penalty is chosen as it is trained); the others
+            (``accumulate_grad_batches``, ``check_guards_every_n_steps``, ``cuda_graph``, ...) to the final fit.
+            The arguments above (``lr``, ``residual_penalty``) are not repeated here (an error says so).
+
+        Raises
+        ------
+        ValueError
+            An unknown or repeated condition on ``path``, an invalid option, ``plan_kwargs`` that repeat an
+            argument or that the plan does not take; all before any coupling or training.
         """
         import scvi
 
         self._require_phase1()
-        path = [self._check_condition(c, "path") for c in path]
-        if len(path) < 2 or len(set(path)) != len(path):
-            msg = f"path={path}; give at least two different conditions in order, e.g. {self.conditions[:2]}."
-            raise ValueError(msg)
-        if ot_method not in ("exact", "sinkhorn", "unbalanced"):
-            msg = f"ot_method={ot_method!r} is not valid; use 'exact', 'sinkhorn' or 'unbalanced'."
-            raise ValueError(msg)
-        if group_weighting not in ("source", "balanced"):
-            msg = f"group_weighting={group_weighting!r} is not valid; use 'source' or 'balanced'."
-            raise ValueError(msg)
+        path = check_path(path, self.conditions)
         if residual_penalty != "auto" and (not isinstance(residual_penalty, int | float) or residual_penalty < 0):
             msg = f"residual_penalty={residual_penalty!r}; use 'auto' or a number >= 0."
             raise ValueError(msg)
@@ -316,68 +218,32 @@ class TrajectoryMixin:
                 raise ValueError(msg)
         check_strategy(trainer_kwargs.get("strategy"))
         check_precision(trainer_kwargs.get("precision"))
+        plan_kwargs = check_plan_kwargs(
+            VelocityTrainingPlan, plan_kwargs, explicit=("lr", "residual_penalty"), caller="train_trajectories"
+        )
+        shared = {k: plan_kwargs.pop(k) for k in _SHARED_PLAN_KEYS if k in plan_kwargs}
+        settings = VelocityFitSettings(lr=lr, **shared)
         if seed is None:
             seed = scvi.settings.seed if scvi.settings.seed is not None else 0
         seed = int(seed)
-        times = self._path_times(path)
+        coupling = CouplingConfig(
+            method=ot_method,
+            epsilon=epsilon,
+            reg_m=reg_m,
+            block_size=ot_batch_size,
+            device=resolve_ot_device(ot_device, self.module.device),
+            n_jobs=ot_n_jobs,
+            group_weighting=group_weighting,
+            seed=seed,
+        )
+        times = path_times(path, self.condition_times())
         keep = np.zeros(self.adata.n_obs, dtype=bool)
         keep[np.arange(self.adata.n_obs) if indices is None else np.asarray(indices)] = True
         groups = None
         if couple_within is not None:
             groups = check_obs_key(self.adata, couple_within, parameter="couple_within").astype(str).to_numpy()
-        codes = self.get_condition_codes()
+        labels = np.asarray(self.conditions, dtype=object)[self.get_condition_codes()]
         z = self.get_latent_representation().astype(np.float32)
-        ot = {
-            "method": ot_method,
-            "epsilon": epsilon,
-            "reg_m": reg_m,
-            "batch_size": ot_batch_size,
-            "group_weighting": group_weighting,
-            "rng": seed,
-            "device": _ot_device(ot_device, self.module.device),
-            "n_jobs": ot_n_jobs,
-        }
-        segments = self._segments(z, codes, groups, path, times, keep, ot)
-        n_source = sum(len(s.z_source) for s in segments)
-        pairs = int(pairs_per_epoch or max(n_source, 4 * batch_size))
-
-        module = self.module
-        module.velocity.reset_parameters()
-        module.velocity.set_time_range(min(times), max(times))
-
-        table = None
-        if residual_penalty == "auto":
-            folds = self._folds(z, codes, groups, path, times, keep, ot)
-            if folds:
-                logger.info("Choosing the residual penalty by leave-one-out validation over %d folds.", len(folds))
-                residual_penalty, table = select_residual_penalty(
-                    module.velocity,
-                    folds,
-                    penalties=penalties,
-                    n_epochs=int(validation_epochs),
-                    pairs_per_epoch=pairs,
-                    batch_size=int(batch_size),
-                    lr=lr,
-                    seed=seed,
-                    progress=logger.info,
-                )
-            else:
-                residual_penalty = 1.0
-                logger.info(
-                    "No leave-one-out validation is possible (no couple_within groups with both sides, and no "
-                    "interior time point on the path); using residual_penalty=%g.",
-                    residual_penalty,
-                )
-
-        data = PairDataModule(
-            segments,
-            pairs_per_epoch=pairs,
-            batch_size=int(batch_size),
-            seed=seed,
-            train_idx=getattr(self, "train_indices", None),
-            val_idx=getattr(self, "validation_indices", None),
-            test_idx=getattr(self, "test_indices", None),
-        )
         trainer_kwargs["callbacks"] = [
             *trainer_kwargs.get("callbacks", []),
             *monitor_callbacks(
@@ -387,39 +253,32 @@ class TrajectoryMixin:
                 loss_curves_dir=loss_curves_dir,
             ),
         ]
-        plan_args = {"velocity_lr": lr, "residual_penalty": float(residual_penalty), "adversarial_weight": 0.0}
-        plan_args.update(plan_kwargs or {})
-        plan = TrajVITrainingPlan(module, phase="flow", **plan_args)
-        trainer_kwargs.setdefault("reload_dataloaders_every_n_epochs", 1)
-        trainer_kwargs.setdefault("log_every_n_steps", 1)  # pairs are redrawn every epoch; few batches each
-        trainer_kwargs.setdefault("check_val_every_n_epoch", None)
-        trainer_kwargs["early_stopping"] = False
-        runner = self._train_runner_cls(
+        fit = fit_trajectories(
             self,
-            training_plan=plan,
-            data_splitter=data,
+            z=z,
+            labels=labels,
+            groups=groups,
+            keep=keep,
+            path=path,
+            times=times,
+            coupling=coupling,
+            settings=settings,
+            residual_penalty=residual_penalty,
+            penalties=penalties,
+            validation_epochs=int(validation_epochs),
             max_epochs=int(max_epochs),
+            batch_size=int(batch_size),
+            pairs_per_epoch=pairs_per_epoch,
+            seed=seed,
+            plan_kwargs=plan_kwargs,
             accelerator=accelerator,
             devices=devices,
-            **trainer_kwargs,
+            trainer_kwargs=trainer_kwargs,
         )
-        module.velocity.train()
-        with warnings.catch_warnings():
-            # The frozen encoder and decoder stay in eval mode on purpose (phase 2 trains the velocity field
-            # only); Lightning warns about every module in eval mode at the start of a fit.
-            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode", category=UserWarning)
-            runner()
-        self._report_guards(plan)
-        self.trajectory_path_ = path
-        self.trajectory_times_ = [float(t) for t in times]
-        self.residual_penalty_ = float(plan.residual_penalty)  # under DDP, rank 0's choice (see the plan)
+        self.trajectory_path_ = fit.path
+        self.trajectory_times_ = fit.times
+        self.residual_penalty_ = fit.residual_penalty
         self.couple_within_ = couple_within
-        self.trajectory_validation_ = table
+        self.trajectory_validation_ = fit.validation
+        self.trajectory_timing_ = fit.timing
         self.is_trajectory_trained_ = True
-
-
-def _ot_device(ot_device: str | None, model_device: Any) -> str | None:
-    """The device of the entropic OT solvers: ``"auto"`` is the model's device when it is a GPU, else numpy."""
-    if ot_device == "auto":
-        return str(model_device) if getattr(model_device, "type", "cpu") == "cuda" else None
-    return ot_device

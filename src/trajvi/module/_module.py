@@ -196,7 +196,6 @@ class TrajVIModule(BaseModuleClass):
         condition_index: torch.Tensor,
         transform_batch: int | None = None,
         transform_condition: int | None = None,
-        condition_embedding: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | NegativeBinomial]:
         """Decode latent states into the NB distribution of counts.
 
@@ -209,19 +208,16 @@ class TrajVIModule(BaseModuleClass):
         batch_index, condition_index
             ``(n, 1)`` codes of each cell.
         transform_batch
-            Decode every cell as if from this batch code.
+            Decode every cell as if from this batch code (scvi-tools' ``get_normalized_expression`` passes it).
         transform_condition
-            Decode every cell as if in this condition code (a counterfactual).
-        condition_embedding
-            ``(n, n_condition_embed)`` embeddings to use instead of looking the condition up (for
-            example interpolated between two conditions).
+            Decode every cell as if in this condition code (a counterfactual; it matters only when the decoder
+            sees the condition).
         """
         if transform_batch is not None:
             batch_index = torch.full_like(batch_index, int(transform_batch))
         if transform_condition is not None:
             condition_index = torch.full_like(condition_index, int(transform_condition))
-        if condition_embedding is None:
-            condition_embedding = self.embed_condition(condition_index)
+        condition_embedding = self.embed_condition(condition_index)
         lead = z.shape[:-1]
         flat_z = z.reshape(-1, z.shape[-1])
         n_rep = flat_z.shape[0] // batch_index.shape[0]

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
+from trajvi._constants import HISTORY_KEYS as H
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -13,17 +15,17 @@ if TYPE_CHECKING:
     from trajvi.model import TrajVI
 
 _PANELS: dict[str, tuple[str, ...]] = {
-    "reconstruction (per cell)": ("reconstruction_loss_train", "reconstruction_loss_validation"),
-    "KL (per cell)": ("kl_local_train", "kl_local_validation"),
+    "reconstruction (per cell)": (H.RECONSTRUCTION + "_train", H.RECONSTRUCTION + "_validation"),
+    "KL (per cell)": (H.KL + "_train", H.KL + "_validation"),
     "adversary": (
-        "adversarial_loss_train",
-        "fool_loss_train",
-        "discriminator_accuracy_train",
-        "discriminator_accuracy_validation",
+        H.ADVERSARIAL + "_train",
+        H.FOOL + "_train",
+        H.DISC_ACCURACY + "_train",
+        H.DISC_ACCURACY + "_validation",
     ),
-    "gradient norm": ("grad_norm_train", "grad_norm_velocity_train"),
-    "phase 2: flow matching": ("flow_matching_loss_train", "velocity_residual_train"),
-    "repairs and skips": ("n_repaired_train", "n_skipped_steps_train", "n_discriminator_skips_train"),
+    "gradient norm": (H.GRAD_NORM + "_train", H.GRAD_NORM_VELOCITY + "_train"),
+    "phase 2: flow matching": (H.FLOW + "_train", H.RESIDUAL + "_train"),
+    "repairs and skips": (H.N_REPAIRED + "_train", H.N_SKIPPED + "_train", H.N_LABEL_SKIPS + "_train"),
 }
 
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 
+from trajvi._constants import ADATA_KEYS
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
@@ -41,7 +43,7 @@ def trajectories(
     adata: AnnData,
     *,
     basis: str = "umap",
-    key: str = "trajvi",
+    key: str = ADATA_KEYS.TRAJECTORIES,
     color: str | None = None,
     n_paths: int = 100,
     n_neighbors: int = 10,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trajvi._constants import ADATA_KEYS
+
 from ._utils import check_model, skip_on_other_ranks
 
 if TYPE_CHECKING:
@@ -16,7 +18,7 @@ def latent(
     adata: AnnData,
     model: TrajVI,
     *,
-    key_added: str = "X_trajvi",
+    key_added: str = ADATA_KEYS.LATENT,
     batch_size: int | None = None,
     copy: bool = False,
 ) -> AnnData | None:

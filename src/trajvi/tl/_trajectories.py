@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from trajvi._constants import ADATA_KEYS
 
 from ._latent import _write_latent
 from ._utils import check_model, skip_on_other_ranks
@@ -13,6 +15,7 @@ from ._utils import check_model, skip_on_other_ranks
 if TYPE_CHECKING:
     from anndata import AnnData
 
+    from trajvi._types import Integrator
     from trajvi.model import TrajVI
 
 
@@ -25,9 +28,9 @@ def trajectories(
     t_span: tuple[float, float] | None = None,
     indices: Sequence[int] | None = None,
     n_steps: int = 50,
-    method: Literal["euler", "rk4", "dopri5"] = "euler",
-    latent_key: str = "X_trajvi",
-    key_added: str = "trajvi",
+    method: Integrator = "euler",
+    latent_key: str = ADATA_KEYS.LATENT,
+    key_added: str = ADATA_KEYS.TRAJECTORIES,
     batch_size: int = 1024,
     copy: bool = False,
 ) -> AnnData | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from trajvi._types import EXPRESSION_SCALES, check_option
 from trajvi.data._checks import check_obs_key
 
 from ._utils import check_model
@@ -15,6 +16,7 @@ from ._utils import check_model
 if TYPE_CHECKING:
     from anndata import AnnData
 
+    from trajvi._types import ExpressionScale, Integrator
     from trajvi.model import TrajVI
 
 
@@ -29,8 +31,8 @@ def gene_trends(
     groupby: str | None = None,
     indices: Sequence[int] | None = None,
     n_steps: int = 50,
-    method: Literal["euler", "rk4", "dopri5"] = "euler",
-    scale: Literal["normalized", "log1p"] = "log1p",
+    method: Integrator = "euler",
+    scale: ExpressionScale = "log1p",
     batch_size: int = 1024,
 ) -> pd.DataFrame:
     """Expression of ``genes`` along the simulated paths: mean and spread over cells at each time.
@@ -60,9 +62,7 @@ def gene_trends(
     ``std``, ``q25``, ``q75`` and ``n_cells``.
     """
     check_model(model, adata)
-    if scale not in ("normalized", "log1p"):
-        msg = f"scale={scale!r} is not valid; use 'normalized' or 'log1p'."
-        raise ValueError(msg)
+    check_option(scale, EXPRESSION_SCALES, "scale")
     labels = None
     if groupby is not None:
         labels = check_obs_key(adata, groupby, parameter="groupby").astype(str)

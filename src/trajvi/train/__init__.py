@@ -1,23 +1,41 @@
-"""Training: one plan with manual optimization for both phases, and a history-merging runner."""
+"""Training: a guarded base plan and one plan per regime on it, phase-2 pair data, and a history-merging runner.
 
-from ._callbacks import (
+- :class:`GuardedTrainingPlan`: manual optimization with guarded steps, accumulation, per-epoch sums,
+  guard reports and CUDA-graph capture, shared by both regimes;
+- :class:`TrajVITrainingPlan`: phase 1, the count model and its adversary;
+- :class:`VelocityTrainingPlan`: phase 2, the velocity field by flow matching; :func:`fit_velocity_field`
+  runs the same step, optimizer and guards in a plain loop (the validation fits);
+- :class:`PairDataModule`: pairs drawn from the couplings every epoch; :class:`DeviceDataSplitter`: phase-1
+  minibatches cut on the device.
+
+The gradient checks and monitors live in :mod:`trajvi.diagnostics` and are re-exported here.
+"""
+
+from trajvi.diagnostics import (
+    GradientCheck,
     GradientCheckCallback,
     GradientNormMonitor,
     LossCurveWriter,
+    NonFiniteTrainingError,
     ParameterMonitor,
+    check_gradients,
     monitor_callbacks,
+    parameter_groups,
 )
+
+from ._base import GuardedTrainingPlan, check_plan_kwargs, check_precision, report_guards
 from ._device_data import DeviceDataSplitter
-from ._gradients import GradientCheck, check_gradients, parameter_groups
 from ._pairs import PairDataModule, Segment, draw_pairs
-from ._plan import NonFiniteTrainingError, TrajVITrainingPlan, check_precision
 from ._runner import TrajVITrainRunner
+from ._vae import TrajVITrainingPlan
+from ._velocity import VelocityFitResult, VelocityFitSettings, VelocityTrainingPlan, fit_velocity_field
 
 __all__ = [
     "DeviceDataSplitter",
     "GradientCheck",
     "GradientCheckCallback",
     "GradientNormMonitor",
+    "GuardedTrainingPlan",
     "LossCurveWriter",
     "NonFiniteTrainingError",
     "PairDataModule",
@@ -25,9 +43,15 @@ __all__ = [
     "Segment",
     "TrajVITrainRunner",
     "TrajVITrainingPlan",
+    "VelocityFitResult",
+    "VelocityFitSettings",
+    "VelocityTrainingPlan",
     "check_gradients",
+    "check_plan_kwargs",
     "check_precision",
     "draw_pairs",
+    "fit_velocity_field",
     "monitor_callbacks",
     "parameter_groups",
+    "report_guards",
 ]

@@ -80,7 +80,12 @@ class PairBatches(Dataset):
 
 
 class PairDataModule(pl.LightningDataModule):
-    """Batches of coupled latent pairs ``(z0, z1, t0, t1)``, redrawn from the couplings every epoch.
+    """Batches of coupled latent pairs ``(z0, z1, t0, t1, tau)``, redrawn from the couplings every epoch.
+
+    ``tau`` ``(n, 1)`` is each pair's position on its straight path (uniform in ``[0, 1)``), drawn from the
+    same seeded generator as the pairs: a velocity fit then depends on its seed alone, not on the global
+    random state (which Lightning's loops and the data loaders also draw from), and the validation fits
+    and the final fit take the same steps from the same seed.
 
     Under distributed training (DDP) every process holds the same couplings and draws the same pairs in
     the same order (the same seed); a :class:`~torch.utils.data.DistributedSampler` then deals the
@@ -127,8 +132,10 @@ class PairDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """A fresh draw of pairs in random order, cut into minibatches (the trainer reloads it every epoch)."""
         pairs = draw_pairs(self.segments, self.pairs_per_epoch, self.rng)
-        order = torch.as_tensor(self.rng.permutation(pairs[0].shape[0]))  # mixes the segments
-        batches = PairBatches(tuple(t[order] for t in pairs), self.batch_size)
+        n = pairs[0].shape[0]
+        order = torch.as_tensor(self.rng.permutation(n))  # mixes the segments
+        tau = torch.as_tensor(self.rng.random((n, 1), dtype=np.float32))
+        batches = PairBatches((*(t[order] for t in pairs), tau), self.batch_size)
         trainer = getattr(self, "trainer", None)
         if trainer is None or trainer.world_size == 1:
             return DataLoader(batches, batch_size=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import ot
@@ -18,12 +18,10 @@ import torch
 from scipy.special import logsumexp
 
 from trajvi._logging import logger
+from trajvi._types import OT_METHODS, OTMethod, check_option
 
 from ._standardize import check_point_set
 
-OTMethod = Literal["exact", "sinkhorn", "unbalanced"]
-
-_METHODS: tuple[str, ...] = get_args(OTMethod)
 _EMD_OPTIMAL = 1  # POT's network-simplex result code for an optimal plan
 _SINKHORN_TOL = 1e-6  # stop when the row scalings change the plan's mass by less (L1) in one iteration
 _STAGE_TOL = 1e-2  # looser tolerance of the epsilon-scaling stages before the last
@@ -159,9 +157,7 @@ def couple(
 
 
 def _check_options(method: str, epsilon: float, reg_m: float, max_iter: int, max_iter_entropic: int) -> None:
-    if method not in _METHODS:
-        msg = f"method must be one of {', '.join(map(repr, _METHODS))}; got {method!r}."
-        raise ValueError(msg)
+    check_option(method, OT_METHODS, "method")
     if not (np.isfinite(epsilon) and epsilon > 0):
         msg = f"epsilon must be a finite number > 0 (relative to the mean squared distance); got {epsilon}."
         raise ValueError(msg)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from trajvi._logging import logger
+from trajvi._types import GROUP_WEIGHTINGS, GroupWeighting, OTMethod, check_option
 
-from ._couple import OTMethod, _check_options, couple
+from ._couple import _check_options, couple
 from ._standardize import check_point_set, standardize
 
 if TYPE_CHECKING:
@@ -48,6 +50,10 @@ class Coupling:
         Number of cells in the source set.
     n_target
         Number of cells in the target set.
+    solve_seconds
+        Wall time of each block's solve (blocks may be solved at once, in threads).
+    wall_seconds
+        Wall time of the whole coupling (standardizing, splitting and solving), as a fit waits for it.
     """
 
     source_index: list[np.ndarray]
@@ -57,6 +63,8 @@ class Coupling:
     groups: list[str | None]
     n_source: int
     n_target: int
+    solve_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    wall_seconds: float = 0.0
     _samplers: dict[int, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -150,7 +158,7 @@ def couple_sets(
     method: OTMethod = "exact",
     groups_source: np.ndarray | None = None,
     groups_target: np.ndarray | None = None,
-    group_weighting: Literal["source", "balanced"] = "source",
+    group_weighting: GroupWeighting = "balanced",
     batch_size: int | None = None,
     epsilon: float = 0.05,
     reg_m: float = 1.0,
@@ -160,6 +168,7 @@ def couple_sets(
     rng: np.random.Generator | int | None = None,
     device: str | torch.device | None = None,
     n_jobs: int | None = None,
+    quiet: bool = False,
 ) -> Coupling:
     """Couple two sets of latent cell states by optimal transport, within groups and minibatches.
 
@@ -176,8 +185,8 @@ def couple_sets(
     groups_target
         Group label of each target cell; pass both label arrays or neither.
     group_weighting
-        ``"source"``: a group's mass is proportional to its source cells; ``"balanced"``: every group
-        has the same mass.
+        ``"balanced"`` (default): every group has the same mass; ``"source"``: a group's mass is
+        proportional to its source cells.
     batch_size
         Blocks with more cells than this on either side are split at random into ``k`` minibatches,
         ``k = ceil(max(n_source, n_target) / batch_size)`` (at most the smaller side's size), and chunk
@@ -202,16 +211,18 @@ def couple_sets(
         Blocks solved at once on the CPU, in threads (POT's exact solver and numpy release the GIL).
         ``None``: the cores this process may use (:func:`available_cores`); 1: one after the other. Blocks
         whose solver runs on a GPU are solved one after the other. The result does not depend on it.
+    quiet
+        Log the groups left out (present on one side only) at debug level instead of info (for couplings
+        computed again on parts of the data, such as validation folds).
 
     Returns
     -------
     The coupling, with one block per (group, minibatch).
     """
+    started = time.perf_counter()
     source_label, target_label = f"condition {source_name!r}", f"condition {target_name!r}"
     _check_options(method, epsilon, reg_m, 1, 1)
-    if group_weighting not in ("source", "balanced"):
-        msg = f"group_weighting must be 'source' or 'balanced'; got {group_weighting!r}."
-        raise ValueError(msg)
+    check_option(group_weighting, GROUP_WEIGHTINGS, "group_weighting")
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         msg = f"batch_size must be a positive integer or None; got {batch_size}."
         raise ValueError(msg)
@@ -225,7 +236,7 @@ def couple_sets(
     rng = np.random.default_rng(rng)
 
     blocks = _group_blocks(
-        groups_source, groups_target, z_source.shape[0], z_target.shape[0], source_label, target_label
+        groups_source, groups_target, z_source.shape[0], z_target.shape[0], source_label, target_label, quiet=quiet
     )
     if group_weighting == "source":
         group_mass = np.array([rows.size for _, rows, _ in blocks], dtype=np.float64)
@@ -241,7 +252,10 @@ def couple_sets(
             weights.append(mass * chunk_rows.size / rows.size)
             labels.append(label)
 
-    def solve(k: int) -> np.ndarray:
+    seconds = np.zeros(len(source_index))
+
+    def solve(k: int) -> np.ndarray | sp.csr_array:
+        start = time.perf_counter()
         plan = couple(
             z_source[source_index[k]],
             z_target[target_index[k]],
@@ -251,7 +265,9 @@ def couple_sets(
             device=device,
         )
         plan = plan / plan.sum()
-        return sp.csr_array(plan) if method == "exact" else plan
+        out = sp.csr_array(plan) if method == "exact" else plan
+        seconds[k] = time.perf_counter() - start
+        return out
 
     on_cpu = device is None or str(device) == "cpu" or method == "exact"
     workers = min(len(source_index), available_cores() if n_jobs is None else max(1, int(n_jobs))) if on_cpu else 1
@@ -270,7 +286,15 @@ def couple_sets(
         workers,
     )
     return Coupling(
-        source_index, target_index, plans, weights / weights.sum(), labels, z_source.shape[0], z_target.shape[0]
+        source_index,
+        target_index,
+        plans,
+        weights / weights.sum(),
+        labels,
+        z_source.shape[0],
+        z_target.shape[0],
+        solve_seconds=seconds,
+        wall_seconds=time.perf_counter() - started,
     )
 
 
@@ -311,6 +335,8 @@ def _group_blocks(
     n_target: int,
     source_label: str,
     target_label: str,
+    *,
+    quiet: bool = False,
 ) -> list[tuple[str | None, np.ndarray, np.ndarray]]:
     """``(group, source rows, target rows)`` of each group present on both sides (one ``None`` block without groups)."""
     if groups_source is None and groups_target is None:
@@ -329,10 +355,11 @@ def _group_blocks(
         )
         raise ValueError(msg)
     only_source, only_target = sorted(source_groups - target_groups), sorted(target_groups - source_groups)
+    note = logger.debug if quiet else logger.info
     if only_source:
-        logger.info("Left out of the coupling, no cells in the %s: group(s) %s.", target_label, _preview(only_source))
+        note("Left out of the coupling, no cells in the %s: group(s) %s.", target_label, _preview(only_source))
     if only_target:
-        logger.info("Left out of the coupling, no cells in the %s: group(s) %s.", source_label, _preview(only_target))
+        note("Left out of the coupling, no cells in the %s: group(s) %s.", source_label, _preview(only_target))
     return [(group, np.flatnonzero(source == group), np.flatnonzero(target == group)) for group in shared]
 
 

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from trajvi._logging import logger
-
-if TYPE_CHECKING:
-    from trajvi.model import TrajVI
-    from trajvi.module import TrajVIModule
-
-PhaseName = Literal["vae", "adversary", "flow", "all"]
+from trajvi._types import GRADIENT_BLOCKS, GradientBlock, check_option
 
 
 class GradientCheck(NamedTuple):
@@ -24,8 +19,12 @@ class GradientCheck(NamedTuple):
     has_zero_grad: bool
 
 
-def parameter_groups(module: TrajVIModule) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
-    """Named parameters of each phase: ``"vae"``, ``"adversary"`` (discriminator), ``"flow"`` (velocity field)."""
+def parameter_groups(module: torch.nn.Module) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+    """Named parameters of each phase: ``"vae"``, ``"adversary"`` (discriminator), ``"flow"`` (velocity field).
+
+    ``module`` is a :class:`~trajvi.module.TrajVIModule`, or any module with the same ``vae_parameters()``
+    and ``discriminator_parameters()`` methods; the rest of its parameters count as the velocity field's.
+    """
     vae = {id(p) for p in module.vae_parameters()}
     disc = {id(p) for p in module.discriminator_parameters()}
     groups: dict[str, list[tuple[str, torch.nn.Parameter]]] = {"vae": [], "adversary": [], "flow": []}
@@ -41,7 +40,7 @@ def block_of(name: str) -> str:
 
 
 def check_gradients(
-    model: TrajVI | TrajVIModule, *, phase_name: PhaseName = "vae", log: bool = True, n_show: int = 3
+    model: torch.nn.Module | Any, *, phase_name: GradientBlock = "vae", log: bool = True, n_show: int = 3
 ) -> GradientCheck:
     """Inspect the gradients currently held by the parameters of one phase.
 
@@ -51,7 +50,7 @@ def check_gradients(
     Parameters
     ----------
     model
-        A :class:`~trajvi.TrajVI` or its module.
+        A :class:`~trajvi.TrajVI` (anything with a ``module`` attribute) or its module.
     phase_name
         ``"vae"`` (encoder, decoder, embeddings, dispersion), ``"adversary"`` (discriminator), ``"flow"``
         (velocity field) or ``"all"``.
@@ -67,15 +66,10 @@ def check_gradients(
         it has non-finite entries, ``0`` when it has none), whether any gradient is non-finite, and whether any
         parameter has no or an all-zero gradient.
     """
+    check_option(phase_name, GRADIENT_BLOCKS, "phase_name")
     module = getattr(model, "module", model)
     groups = parameter_groups(module)
-    if phase_name == "all":
-        named = [item for items in groups.values() for item in items]
-    elif phase_name in groups:
-        named = groups[phase_name]
-    else:
-        msg = f"phase_name={phase_name!r} is not valid; use one of {[*groups, 'all']}."
-        raise ValueError(msg)
+    named = [item for items in groups.values() for item in items] if phase_name == "all" else groups[phase_name]
     norms: dict[str, float] = {}
     nonfinite: list[str] = []
     zero: list[str] = []

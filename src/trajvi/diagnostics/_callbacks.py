@@ -19,7 +19,14 @@ from ._gradients import block_of, check_gradients
 
 
 def _phase(pl_module: Any) -> str:
+    """The regime a training plan trains (its ``phase`` class attribute: ``"vae"`` or ``"flow"``)."""
     return "flow" if getattr(pl_module, "phase", "vae") == "flow" else "vae"
+
+
+def _trained(pl_module: Any) -> list[torch.nn.Parameter]:
+    """The parameters of the regime a plan trains (the VAE's, or the velocity field's)."""
+    module = pl_module.module
+    return module.velocity_parameters() if _phase(pl_module) == "flow" else module.vae_parameters()
 
 
 def _log(pl_module: Any, name: str, value: float, reduce_fx: str = "mean") -> None:
@@ -104,13 +111,10 @@ class GradientCheckCallback(_PlanMonitor):
         epoch = pl_module.current_epoch
         if epoch == self._done_epoch or epoch % self.every_n_epochs:
             return
-        phase = _phase(pl_module)
-        module = pl_module.module
-        phase_params = {id(p) for p in (module.velocity_parameters() if phase == "flow" else module.vae_parameters())}
-        if not {id(p) for p in params} & phase_params:
+        if not {id(p) for p in params} & {id(p) for p in _trained(pl_module)}:
             return  # the discriminator's step; wait for the phase's own optimizer
         self._done_epoch = epoch
-        check = check_gradients(module, phase_name=phase)
+        check = check_gradients(pl_module.module, phase_name=_phase(pl_module))
         pl_module.last_gradient_check = check
         _log(pl_module, "grad_nonfinite_count", sum(math.isnan(v) for v in check.grad_norms.values()), "max")
         _log(pl_module, "grad_zero_count", sum(v == 0.0 for v in check.grad_norms.values()), "max")
@@ -124,8 +128,7 @@ class ParameterMonitor(pl.Callback):
     """
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        module = pl_module.module
-        params = module.velocity_parameters() if _phase(pl_module) == "flow" else module.vae_parameters()
+        params = _trained(pl_module)
         names = _names(pl_module)
         blocks: dict[str, list[torch.Tensor]] = {}
         for p in params:

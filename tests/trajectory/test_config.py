@@ -1,6 +1,6 @@
 import torch
 
-from trajvi.model._trajectories import _ot_device
+from trajvi.trajectory import ot_device as _ot_device
 
 
 def test_auto_uses_the_gpu_only_when_the_model_is_on_one():

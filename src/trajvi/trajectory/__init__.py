@@ -1,0 +1,32 @@
+"""Phase-2 orchestration: paths and their segments, the coupling configuration, model selection, the fit.
+
+Between :mod:`trajvi.transport` / :mod:`trajvi.dynamics` / :mod:`trajvi.train` and the model class:
+:meth:`trajvi.TrajVI.train_trajectories` encodes the cells and hands them to :func:`fit_trajectories`.
+
+- :func:`check_path`, :func:`path_times`, :func:`build_segments`, :func:`build_folds`: a path's segments,
+  coupled with a :class:`CouplingConfig`, and the leave-one-out folds inside the training data;
+- :func:`select_residual_penalty`: the residual penalty chosen on those folds, with the same fitting step
+  as the final fit (:func:`trajvi.train.fit_velocity_field`);
+- :func:`fit_trajectories`: all of it, then the final fit under Lightning.
+"""
+
+from ._config import CouplingConfig, ot_device
+from ._fit import FALLBACK_PENALTY, TrajectoryFit, fit_trajectories
+from ._paths import Fold, build_folds, build_segments, check_path, path_times
+from ._selection import DEFAULT_PENALTIES, score_fold, select_residual_penalty
+
+__all__ = [
+    "DEFAULT_PENALTIES",
+    "FALLBACK_PENALTY",
+    "CouplingConfig",
+    "Fold",
+    "TrajectoryFit",
+    "build_folds",
+    "build_segments",
+    "check_path",
+    "fit_trajectories",
+    "ot_device",
+    "path_times",
+    "score_fold",
+    "select_residual_penalty",
+]

@@ -1,0 +1,194 @@
+"""Phase 2 from encoded cells to a trained velocity field: couple, choose the residual penalty, fit.
+
+:meth:`trajvi.TrajVI.train_trajectories` checks its arguments, encodes the cells and calls
+:func:`fit_trajectories`; everything after the encoding happens here.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from trajvi._logging import logger
+from trajvi.train import PairDataModule, VelocityFitSettings, VelocityTrainingPlan, report_guards
+
+from ._paths import build_folds, build_segments
+from ._selection import DEFAULT_PENALTIES, select_residual_penalty
+
+if TYPE_CHECKING:
+    from scvi.model.base import BaseModelClass
+
+    from ._config import CouplingConfig
+
+#: Penalty used when no leave-one-out fold exists (a residual as strong as the drift is costly).
+FALLBACK_PENALTY = 1.0
+
+
+@dataclass
+class TrajectoryFit:
+    """What a phase-2 fit did.
+
+    Attributes
+    ----------
+    path, times
+        The conditions in order and their times.
+    residual_penalty
+        The penalty the final fit used (chosen, or given).
+    validation
+        The leave-one-out table ``{str(penalty): {fold: distance, ..., "mean": mean}}`` (``None`` when no
+        selection ran).
+    timing
+        Seconds spent coupling (``coupling_s``: wall time, ``coupling_blocks_s``: sum over blocks, which
+        may run at once), choosing the penalty (``selection_s``) and in the final fit (``fit_s``), and the
+        number of coupling blocks (``n_blocks``) and of pairs per epoch (``pairs_per_epoch``).
+    """
+
+    path: list[str]
+    times: list[float]
+    residual_penalty: float
+    validation: dict[str, dict[str, float]] | None
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def fit_trajectories(
+    model: BaseModelClass,
+    *,
+    z: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    keep: np.ndarray,
+    path: list[str],
+    times: list[float],
+    coupling: CouplingConfig,
+    settings: VelocityFitSettings,
+    residual_penalty: float | Literal["auto"],
+    penalties: Sequence[float] = DEFAULT_PENALTIES,
+    validation_epochs: int = 30,
+    max_epochs: int = 100,
+    batch_size: int = 256,
+    pairs_per_epoch: int | None = None,
+    seed: int = 0,
+    plan_kwargs: dict[str, Any] | None = None,
+    accelerator: str = "auto",
+    devices: int | list[int] | str = "auto",
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> TrajectoryFit:
+    """Couple the segments of ``path``, choose the residual penalty if asked, and fit the model's velocity field.
+
+    Parameters
+    ----------
+    model
+        The scvi-tools model whose ``module.velocity`` is trained (its runner class, phase-1 split and
+        history are used).
+    z, labels, groups, keep
+        Latent states, condition names, ``couple_within`` groups (or ``None``) and the usable cells.
+    path, times
+        The conditions in order and their times.
+    coupling
+        How every segment (and every validation fold) is coupled.
+    settings
+        Optimizer and guards of every velocity fit (its ``residual_penalty`` is replaced by the chosen one).
+    residual_penalty
+        A number, or ``"auto"``: chosen among ``penalties`` by :func:`select_residual_penalty` on the folds of
+        :func:`build_folds`, each fit for ``validation_epochs``.
+    max_epochs, batch_size, pairs_per_epoch
+        The final fit (``pairs_per_epoch`` defaults to the number of source cells, at least 4 batches).
+    seed
+        Seed of the pair draws and of the validation fits.
+    plan_kwargs
+        More arguments of :class:`~trajvi.train.VelocityTrainingPlan` for the final fit only.
+    accelerator, devices, trainer_kwargs
+        Passed to the scvi-tools trainer.
+    """
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    segments = build_segments(z, labels, groups, path, times, keep, coupling)
+    timing["coupling_s"] = time.perf_counter() - started
+    timing["coupling_blocks_s"] = float(sum(s.coupling.solve_seconds.sum() for s in segments))
+    timing["n_blocks"] = float(sum(s.coupling.n_blocks for s in segments))
+    n_source = sum(len(s.z_source) for s in segments)
+    pairs = int(pairs_per_epoch or max(n_source, 4 * batch_size))
+    timing["pairs_per_epoch"] = float(pairs)
+
+    module = model.module
+    module.velocity.reset_parameters()
+    module.velocity.set_time_range(min(times), max(times))
+
+    table = None
+    started = time.perf_counter()
+    if residual_penalty == "auto":
+        folds = build_folds(z, labels, groups, path, times, keep, coupling)
+        if folds:
+            logger.info(
+                "Choosing the residual penalty among %s by leave-one-out validation over %d folds (%d fits).",
+                [float(p) for p in penalties],
+                len(folds),
+                len(folds) * len(penalties),
+            )
+            residual_penalty, table = select_residual_penalty(
+                module.velocity,
+                folds,
+                settings=settings,
+                penalties=penalties,
+                n_epochs=int(validation_epochs),
+                pairs_per_epoch=pairs,
+                batch_size=int(batch_size),
+                seed=seed,
+                progress=logger.info,
+            )
+        else:
+            residual_penalty = FALLBACK_PENALTY
+            logger.info(
+                "No leave-one-out validation is possible (no couple_within groups with both sides, and no "
+                "interior time point on the path); using residual_penalty=%g.",
+                residual_penalty,
+            )
+    timing["selection_s"] = time.perf_counter() - started
+
+    data = PairDataModule(
+        segments,
+        pairs_per_epoch=pairs,
+        batch_size=int(batch_size),
+        seed=seed,
+        train_idx=getattr(model, "train_indices", None),
+        val_idx=getattr(model, "validation_indices", None),
+        test_idx=getattr(model, "test_indices", None),
+    )
+    plan = VelocityTrainingPlan(
+        module, **settings.with_penalty(float(residual_penalty)).plan_kwargs(), **(plan_kwargs or {})
+    )
+    trainer_kwargs = dict(trainer_kwargs or {})
+    trainer_kwargs.setdefault("reload_dataloaders_every_n_epochs", 1)
+    trainer_kwargs.setdefault("log_every_n_steps", 1)  # pairs are redrawn every epoch; few batches each
+    trainer_kwargs.setdefault("check_val_every_n_epoch", None)
+    trainer_kwargs["early_stopping"] = False
+    runner = model._train_runner_cls(
+        model,
+        training_plan=plan,
+        data_splitter=data,
+        max_epochs=int(max_epochs),
+        accelerator=accelerator,
+        devices=devices,
+        **trainer_kwargs,
+    )
+    started = time.perf_counter()
+    module.velocity.train()
+    with warnings.catch_warnings():
+        # The frozen encoder and decoder stay in eval mode on purpose (phase 2 trains the velocity field
+        # only); Lightning warns about every module in eval mode at the start of a fit.
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode", category=UserWarning)
+        runner()
+    timing["fit_s"] = time.perf_counter() - started
+    report_guards(plan)
+    return TrajectoryFit(
+        path=path,
+        times=[float(t) for t in times],
+        residual_penalty=float(plan.residual_penalty),  # under DDP, rank 0's choice (see the plan)
+        validation=table,
+        timing=timing,
+    )
