@@ -50,6 +50,24 @@ def test_gene_trends_frame(trained):
         trajvi.tl.gene_trends(adata, model, ["not_a_gene"])
     with pytest.raises(KeyError, match="groupby"):
         trajvi.tl.gene_trends(adata, model, genes, groupby="nope")
+    assert "trends" not in adata.uns  # stored only when asked
+
+
+def test_gene_trends_stored_under_key_added_survive_h5ad(trained, tmp_path):
+    import anndata as ad
+
+    adata, model = trained
+    genes = list(adata.var_names[:2])
+    df = trajvi.tl.gene_trends(adata, model, genes, n_steps=4, key_added="trends")
+    pd.testing.assert_frame_equal(adata.uns["trends"]["table"], df)
+    assert adata.uns["trends"]["params"]["genes"] == genes
+    copy = adata.copy()
+    copy.uns = {"trends": adata.uns["trends"]}
+    copy.obsm.clear()  # the latent paths are 3-D arrays; only the table is under test here
+    copy.write_h5ad(tmp_path / "trends.h5ad")
+    back = ad.read_h5ad(tmp_path / "trends.h5ad").uns["trends"]["table"]
+    np.testing.assert_allclose(back["mean"].to_numpy(), df["mean"].to_numpy())
+    del adata.uns["trends"]
 
 
 def test_plots(trained):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from trajvi._constants import ADATA_KEYS
+from trajvi._logging import logger
 
 from ._utils import check_model, skip_on_other_ranks
 
@@ -69,3 +70,7 @@ def _write_latent(adata: AnnData, model: TrajVI, *, key_added: str, batch_size: 
             "adversarial_weight": model.adversarial_weight,
         }
     }
+    logger.info(
+        "added %r, the latent (adata.obsm), the gene embeddings (adata.varm) and the parameters (adata.uns)",
+        key_added,
+    )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trajvi._constants import ADATA_KEYS
+from trajvi._logging import logger
 
 from ._latent import _write_latent
 from ._utils import check_model, skip_on_other_ranks
@@ -102,4 +103,5 @@ def trajectories(
             "path": list(model.trajectory_path_),
         },
     }
+    logger.info("added %r, latent paths of %d cells (adata.obsm) and their times (adata.uns)", key_added, len(rows))
     return adata if copy else None

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from trajvi._logging import logger
 from trajvi._types import EXPRESSION_SCALES, check_option
 from trajvi.data._checks import check_obs_key
 
-from ._utils import check_model
+from ._utils import check_model, skip_on_other_ranks
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -34,6 +35,7 @@ def gene_trends(
     method: Integrator = "euler",
     scale: ExpressionScale = "log1p",
     batch_size: int = 1024,
+    key_added: str | None = None,
 ) -> pd.DataFrame:
     """Expression of ``genes`` along the simulated paths: mean and spread over cells at each time.
 
@@ -55,6 +57,9 @@ def gene_trends(
         Column of ``obs`` to summarise per group (e.g. the cell type of the source cells).
     scale
         ``"log1p"`` (log1p of expression per 10,000) or ``"normalized"`` (expression per 10,000).
+    key_added
+        Also store the table in ``adata.uns[key_added]`` (``{"table": ..., "params": ...}``; it is written
+        to h5ad with the AnnData). ``None`` (default): only return it.
 
     Returns
     -------
@@ -104,5 +109,10 @@ def gene_trends(
                 )
             )
     out = pd.concat(frames, ignore_index=True)
-    out.attrs["params"] = {"source": result.source, "target": result.target, "scale": scale, "groupby": groupby}
+    params = {"source": result.source, "target": result.target, "scale": scale, "groupby": groupby}
+    out.attrs["params"] = params
+    if key_added is not None and not skip_on_other_ranks("tl.gene_trends"):
+        stored = {k: "" if v is None else v for k, v in params.items()}
+        adata.uns[key_added] = {"table": out.copy(), "params": {**stored, "genes": list(result.genes)}}
+        logger.info("added %r, gene trends along the simulated paths (adata.uns)", key_added)
     return out

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from trajvi import metrics
+
+
+def test_energy_distance_is_unbiased():
+    """Two samples of one distribution: the U-statistic averages to zero, the plug-in (V) form would not."""
+    rng = np.random.default_rng(0)
+    values = [metrics.energy_distance_unbiased(rng.normal(size=(20, 3)), rng.normal(size=(40, 3))) for _ in range(200)]
+    assert abs(np.mean(values)) < 0.02
+    assert min(values) < 0  # it can be negative, as a U-statistic
+    shifted = metrics.energy_distance_unbiased(rng.normal(size=(200, 3)), rng.normal(size=(200, 3)) + 2.0)
+    assert shifted > 1.0
+
+
+def test_energy_distance_subsamples_and_checks_its_input():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(500, 2)), rng.normal(size=(500, 2)) + 1
+    full = metrics.energy_distance_unbiased(x, y, max_cells=None)
+    assert metrics.energy_distance_unbiased(x, y, max_cells=100, seed=0) == pytest.approx(full, abs=0.15)
+    assert metrics.energy_distance_unbiased(x, y, max_cells=100, seed=0) == metrics.energy_distance_unbiased(
+        x, y, max_cells=100, seed=0
+    )
+    with pytest.raises(ValueError, match="at least two points"):
+        metrics.energy_distance_unbiased(x[:1], y)
+    with pytest.raises(ValueError, match="same d"):
+        metrics.energy_distance_unbiased(x, y[:, :1])
+
+
+def test_wasserstein1_of_a_shift():
+    x = np.random.default_rng(2).normal(size=(50, 2))
+    assert metrics.wasserstein1(x, x + np.array([3.0, 4.0])) == pytest.approx(5.0)
+
+
+def test_log_normalize_matches_scanpy_and_keeps_empty_cells_at_zero():
+    import anndata as ad
+    import scanpy as sc
+
+    counts = np.random.default_rng(3).poisson(2.0, size=(30, 12)).astype(np.float32)
+    counts[0] = 0
+    counts[1, 0] = 1  # no cell without counts for scanpy (it warns); the empty cell is checked below
+    a = ad.AnnData(np.delete(counts, 0, axis=0))
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    np.testing.assert_allclose(metrics.log_normalize(sp.csr_matrix(counts))[1:], a.X, rtol=1e-5)
+    assert (metrics.log_normalize(counts)[0] == 0).all()
+
+
+def test_r2_helpers():
+    rng = np.random.default_rng(4)
+    ctrl = rng.normal(size=(40, 30))
+    shift = rng.normal(size=30)
+    true = ctrl + shift
+    assert metrics.mean_r2(true + 0.01 * rng.normal(size=true.shape), true) > 0.99
+    assert metrics.lfc_r2(ctrl + shift, true, ctrl, np.arange(30)) == pytest.approx(1.0)
+    assert metrics.lfc_r2(ctrl - shift[::-1], true, ctrl, np.arange(30)) < 0.5
+    assert np.isnan(metrics.mean_r2(np.ones((3, 4)), true[:, :4]))

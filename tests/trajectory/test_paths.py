@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from trajvi.trajectory import CouplingConfig, build_folds, build_segments, check_path, path_times
+
+CONDITIONS = ["d0", "d2", "d7"]
+
+
+def _cells(seed: int = 0):
+    """Three days x two groups, 20 cells each; day k sits at k in every latent dimension."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(CONDITIONS, 40)
+    groups = np.tile(np.repeat(["A", "B"], 20), 3)
+    shift = {"d0": 0.0, "d2": 2.0, "d7": 7.0}
+    z = (rng.normal(size=(120, 3)) * 0.1 + np.array([shift[c] for c in labels])[:, None]).astype(np.float32)
+    return z, labels, groups
+
+
+def test_check_path():
+    assert check_path(("d0", "d7"), CONDITIONS) == ["d0", "d7"]
+    with pytest.raises(ValueError, match=r"path='d5' is not a condition; valid values"):
+        check_path(["d0", "d5"], CONDITIONS)
+    with pytest.raises(ValueError, match="at least two different conditions"):
+        check_path(["d0", "d0"], CONDITIONS)
+    with pytest.raises(TypeError, match="single string"):
+        check_path("d0", CONDITIONS)
+
+
+def test_path_times():
+    assert path_times(["d0", "d2", "d7"], None) == [0.0, 0.5, 1.0]
+    assert path_times(["d0", "d7"], {"d0": 0.0, "d2": 2.0, "d7": 7.0}) == [0.0, 7.0]
+    with pytest.raises(ValueError, match="must increase along it"):
+        path_times(["d7", "d0"], {"d0": 0.0, "d7": 7.0})
+    with pytest.raises(ValueError, match=r"\['d2'\] of the path have no cells"):
+        path_times(["d0", "d2"], {"d0": 0.0})
+
+
+def test_segments_couple_consecutive_conditions_within_groups():
+    z, labels, groups = _cells()
+    keep = np.ones(len(z), dtype=bool)
+    segments = build_segments(z, labels, groups, CONDITIONS, [0.0, 2.0, 7.0], keep, CouplingConfig())
+    assert [s.name for s in segments] == ["d0->d2", "d2->d7"]
+    assert [(s.t_source, s.t_target) for s in segments] == [(0.0, 2.0), (2.0, 7.0)]
+    first = segments[0]
+    np.testing.assert_array_equal(first.z_source, z[labels == "d0"])
+    assert first.coupling.groups == ["A", "B"]
+    dense = first.coupling.to_dense()
+    same = groups[labels == "d0"][:, None] == groups[labels == "d2"][None, :]
+    assert dense[~same].sum() == 0
+
+
+def test_segments_refuse_an_empty_condition():
+    z, labels, _ = _cells()
+    keep = labels != "d2"
+    with pytest.raises(ValueError, match="condition 'd2' has no cells in the data used for phase 2"):
+        build_segments(z, labels, None, CONDITIONS, [0.0, 2.0, 7.0], keep, CouplingConfig())
+
+
+def test_folds_leave_out_each_group_or_each_interior_time():
+    z, labels, groups = _cells()
+    keep = np.ones(len(z), dtype=bool)
+    config = CouplingConfig()
+    by_group = build_folds(z, labels, groups, ["d0", "d7"], [0.0, 7.0], keep, config)
+    assert [f.name for f in by_group] == ["A", "B"]
+    fold = by_group[0]
+    assert len(fold.z_start) == len(fold.z_truth) == 20
+    assert all(set(s.coupling.groups) == {"B"} for s in fold.segments)  # fit without the left-out group
+    by_time = build_folds(z, labels, None, CONDITIONS, [0.0, 2.0, 7.0], keep, config)
+    assert [f.name for f in by_time] == ["d2"]
+    assert (by_time[0].t_start, by_time[0].t_end) == (0.0, 2.0)
+    assert [s.name for s in by_time[0].segments] == ["d0->d7"]
+    assert build_folds(z, labels, None, ["d0", "d7"], [0.0, 7.0], keep, config) == []
+
+
+def test_a_group_with_a_single_cell_to_score_gives_no_fold():
+    z, labels, groups = _cells()
+    lone = np.flatnonzero((labels == "d7") & (groups == "A"))
+    keep = np.ones(len(z), dtype=bool)
+    keep[lone[1:]] = False  # group A keeps one d7 cell: its energy distance would be undefined
+    folds = build_folds(z, labels, groups, ["d0", "d7"], [0.0, 7.0], keep, CouplingConfig())
+    assert folds == []  # only B would be complete: fewer than two folds
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "emd"}, "ot_method='emd' is not valid"),
+        ({"group_weighting": "size"}, "group_weighting='size' is not valid"),
+        ({"epsilon": 0.0}, "epsilon=0.0"),
+        ({"block_size": 0}, "ot_batch_size=0"),
+    ],
+)
+def test_invalid_coupling_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CouplingConfig(**kwargs)
