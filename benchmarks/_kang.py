@@ -34,9 +34,8 @@ source cells, in ``split.train.var_names`` order, preferably as ``split.n_sample
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
@@ -47,6 +46,9 @@ from sklearn.decomposition import PCA
 
 from _common import Prediction, data_file, log
 from _metrics import energy_distance, lfc_r2, log_normalize, mean_r2, score_as_cells
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DATA_NAME = "kang_pbmc_union_counts.h5ad"
 CONDITION_KEY = "condition"

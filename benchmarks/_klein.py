@@ -26,9 +26,8 @@ matrices in ``split.train.var_names`` order (``Prediction(counts=[...])``, norma
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
@@ -38,6 +37,9 @@ from sklearn.decomposition import PCA
 
 from _common import Prediction, data_file, log
 from _metrics import log_normalize, score_as_cells, wasserstein1
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DATA_NAME = "klein2015_mesc_lif_counts.h5ad"
 TIME_KEY = "day"

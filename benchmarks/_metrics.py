@@ -8,13 +8,17 @@ Generative predictions are scored *as cells*: sampled counts go through the same
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from trajvi import metrics
 from trajvi.metrics import lfc_r2, mean_r2, wasserstein1
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import scipy.sparse as sp
 
 __all__ = [
     "energy_distance",

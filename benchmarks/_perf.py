@@ -6,17 +6,19 @@ repository root as ``python benchmarks/<script>.py``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
+
+if TYPE_CHECKING:
+    import argparse
 
 _T0 = time.perf_counter()
 

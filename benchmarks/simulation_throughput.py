@@ -26,6 +26,7 @@ import numpy as np
 import _common
 import _perf
 import trajvi
+from trajvi._types import INTEGRATORS
 
 
 def build_model(args: argparse.Namespace, accelerator: str):
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--n-genes-decoded", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=1024, help="simulate_trajectory's batch_size")
-    parser.add_argument("--methods", nargs="+", default=["euler", "rk4", "dopri5"])
+    parser.add_argument("--methods", nargs="+", default=list(INTEGRATORS), choices=INTEGRATORS)
     parser.add_argument("--max-decode-gb", type=float, default=1.0, help="skip decoding all genes above this")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulation_throughput.json"))

@@ -11,11 +11,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trajvi._constants import ADATA_KEYS
 from trajvi._logging import logger
 from trajvi._types import OT_METHODS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from trajvi._types import OTMethod
 
 
 def _positive_int(value: str) -> int:
@@ -75,7 +80,7 @@ def _fit_and_write(
     couple_within: str | None,
     epochs: int,
     flow_epochs: int,
-    ot_method: str,
+    ot_method: OTMethod,
     seed: int,
     progress: bool,
 ) -> tuple[Any, Any]:
@@ -140,6 +145,12 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_figure(fig: Figure | None, path: Path) -> None:
+    """Write a figure returned by a ``trajvi.pl`` function called with ``return_fig=True``."""
+    assert fig is not None  # return_fig=True returns the figure
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
 def run_demo(
     out: Path,
     *,
@@ -148,7 +159,7 @@ def run_demo(
     n_cells: int = 3000,
     n_genes: int = 500,
     seed: int = 0,
-    ot_method: str = "exact",
+    ot_method: OTMethod = "exact",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit both phases on synthetic data and write ``demo.h5ad``, ``predicted.h5ad``, figures and metrics.
@@ -205,16 +216,14 @@ def run_demo(
     sc.tl.umap(adata, random_state=seed)
     fig = sc.pl.umap(adata, color=["cell_type", "condition", "batch"], show=False, return_fig=True)
     fig.savefig(out / "latent.png", dpi=120, bbox_inches="tight")
-    trajvi.pl.trajectories(adata, color="condition", return_fig=True).savefig(
-        out / "trajectories.png", dpi=120, bbox_inches="tight"
-    )
+    _save_figure(trajvi.pl.trajectories(adata, color="condition", return_fig=True), out / "trajectories.png")
     effect = np.abs(
         adata.varm["true_loadings"] @ np.diff(adata.obsm["true_latent_by_condition"].mean(axis=0), axis=0)[0]
     )
     genes = list(adata.var_names[np.argsort(effect)[::-1][:4]])
     trends = trajvi.tl.gene_trends(adata, model, genes, groupby="cell_type")
-    trajvi.pl.gene_trends(trends, return_fig=True).savefig(out / "gene_trends.png", dpi=120, bbox_inches="tight")
-    trajvi.pl.history(model, return_fig=True).savefig(out / "history.png", dpi=120, bbox_inches="tight")
+    _save_figure(trajvi.pl.gene_trends(trends, return_fig=True), out / "gene_trends.png")
+    _save_figure(trajvi.pl.history(model, return_fig=True), out / "history.png")
     adata.write_h5ad(out / "demo.h5ad")
     predicted.write_h5ad(out / "predicted.h5ad")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -6,6 +6,7 @@ import numpy as np
 import ot
 import pytest
 
+from trajvi._types import OT_METHODS
 from trajvi.transport import couple
 
 
@@ -71,7 +72,7 @@ def test_separated_clusters_get_no_cross_mass(method):
     np.testing.assert_allclose(plan[:6, :3].sum(), 0.6, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["exact", "sinkhorn", "unbalanced"])
+@pytest.mark.parametrize("method", OT_METHODS)
 def test_one_cell_source_sends_its_mass_by_target_weights(method):
     y = np.array([[0.0, 1.0], [2.0, 3.0], [5.0, 5.0]])
     b = np.array([0.5, 0.3, 0.2])

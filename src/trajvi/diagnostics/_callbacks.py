@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -18,7 +18,7 @@ import torch
 from ._gradients import block_of, check_gradients
 
 
-def _phase(pl_module: Any) -> str:
+def _phase(pl_module: Any) -> Literal["vae", "flow"]:
     """The regime a training plan trains (its ``phase`` class attribute: ``"vae"`` or ``"flow"``)."""
     return "flow" if getattr(pl_module, "phase", "vae") == "flow" else "vae"
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 
 from trajvi._logging import logger
 from trajvi._types import GRADIENT_BLOCKS, GradientBlock, check_option
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
 
 
 class GradientCheck(NamedTuple):
@@ -19,7 +22,23 @@ class GradientCheck(NamedTuple):
     has_zero_grad: bool
 
 
-def parameter_groups(module: torch.nn.Module) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+class _PhasedModule(Protocol):
+    """A module whose parameters are split by phase, as :class:`~trajvi.module.TrajVIModule`'s are."""
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """Every parameter, with its name (as :meth:`torch.nn.Module.named_parameters`)."""
+        ...
+
+    def vae_parameters(self) -> Iterable[torch.nn.Parameter]:
+        """Parameters of the VAE (encoder, decoder, embeddings, dispersion)."""
+        ...
+
+    def discriminator_parameters(self) -> Iterable[torch.nn.Parameter]:
+        """Parameters of the discriminator."""
+        ...
+
+
+def parameter_groups(module: _PhasedModule) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
     """Named parameters of each phase: ``"vae"``, ``"adversary"`` (discriminator), ``"flow"`` (velocity field).
 
     ``module`` is a :class:`~trajvi.module.TrajVIModule`, or any module with the same ``vae_parameters()``
@@ -40,7 +59,7 @@ def block_of(name: str) -> str:
 
 
 def check_gradients(
-    model: torch.nn.Module | Any, *, phase_name: GradientBlock = "vae", log: bool = True, n_show: int = 3
+    model: _PhasedModule | Any, *, phase_name: GradientBlock = "vae", log: bool = True, n_show: int = 3
 ) -> GradientCheck:
     """Inspect the gradients currently held by the parameters of one phase.
 

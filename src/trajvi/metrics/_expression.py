@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
 from scipy.stats import pearsonr
 
 from ._distances import energy_distance_unbiased
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def log_normalize(counts: Any, target_sum: float = 1e4) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +16,14 @@ from trajvi._types import INTEGRATORS, check_option
 from trajvi.dynamics import simulate, time_grid
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
+    from scvi.data import AnnDataManager
+    from scvi.utils import attrdict
 
     from trajvi._types import Integrator
+    from trajvi.module import TrajVIModule
 _CHUNK = 65_536  # cells whose counts are read at once to compute library sizes
 
 
@@ -56,6 +60,33 @@ class TrajectoryResult:
 class InferenceMixin:
     """:meth:`simulate_trajectory` and :meth:`predict` over a trained velocity field."""
 
+    if TYPE_CHECKING:
+        # Provided by the model class (:class:`~trajvi.TrajVI`, scvi-tools' base classes) and by
+        # :class:`~trajvi.model._trajectories.TrajectoryMixin`; declared here for the type checker only.
+        adata: AnnData
+        adata_manager: AnnDataManager
+        module: TrajVIModule
+        summary_stats: attrdict
+        trajectory_path_: list[str] | None
+        trajectory_times_: list[float] | None
+
+        @property
+        def conditions(self) -> list[str]: ...
+        def get_condition_codes(self, adata: AnnData | None = None) -> np.ndarray: ...
+        def get_from_registry(self, adata: AnnData, registry_key: str) -> np.ndarray: ...
+        def get_latent_representation(
+            self,
+            adata: AnnData | None = None,
+            indices: Sequence[int] | np.ndarray | None = None,
+            give_mean: bool = True,
+            mc_samples: int = 5000,
+            batch_size: int | None = None,
+        ) -> np.ndarray: ...
+        def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData: ...
+        def _require_phase2(self) -> None: ...
+        def _check_condition(self, name: str, parameter: str) -> str: ...
+        def _time_of(self, condition: str) -> float: ...
+
     def _start_cells(self, adata: AnnData, source: str, indices: Sequence[int] | None) -> np.ndarray:
         if indices is not None:
             idx = np.asarray(indices)
@@ -68,13 +99,14 @@ class InferenceMixin:
             raise ValueError(msg)
         return idx
 
-    def _span(self, source: str | None, target: str | None, t_span: tuple[float, float] | None) -> tuple[float, float]:
+    def _span(self, source: str, target: str | None, t_span: tuple[float, float] | None) -> tuple[float, float]:
         if t_span is not None:
             if target is not None:
                 msg = "give either target or t_span, not both."
                 raise ValueError(msg)
             t0, t1 = (float(t) for t in t_span)
         else:
+            assert target is not None  # simulate_trajectory defaults the target when there is no t_span
             t0, t1 = self._time_of(source), self._time_of(target)
         if t0 == t1:
             msg = f"the path starts and ends at time {t0}; choose a target at another time."
@@ -92,6 +124,7 @@ class InferenceMixin:
             return [(None, 1.0)]
         if target is not None and t == t_end:
             return [(self.conditions.index(target), 1.0)]
+        assert self.trajectory_path_ is not None and self.trajectory_times_ is not None  # phase 2 is trained
         path_times = np.asarray(self.trajectory_times_)
         codes = [self.conditions.index(c) for c in self.trajectory_path_]
         t = float(np.clip(t, path_times[0], path_times[-1]))
@@ -126,12 +159,13 @@ class InferenceMixin:
         genes: torch.Tensor | None,
     ) -> torch.Tensor:
         """NB means of latent states, mixed over the conditions of ``mixture`` (see :meth:`_mixture_at`)."""
-        total = None
+        total: torch.Tensor | None = None
         for code, weight in mixture:
             cond = torch.full_like(batch, 0 if code is None else code)
             mean = self.module.generative(z, library, batch, cond)["px_rate"]
             mean = mean if genes is None else mean[:, genes]
             total = weight * mean if total is None else total + weight * mean
+        assert total is not None  # _mixture_at never returns an empty mixture
         return total
 
     def _gene_index(self, genes: Sequence[str] | None) -> tuple[torch.Tensor | None, list[str]]:
@@ -204,11 +238,13 @@ class InferenceMixin:
         self._require_phase2()
         check_option(method, INTEGRATORS, "method")
         adata = self._validate_anndata(adata)
-        source = self._check_condition(source or self.trajectory_path_[0], "source")
+        trained_path = self.trajectory_path_
+        assert trained_path is not None  # set with the phase-2 fit that _require_phase2 checked
+        source = self._check_condition(source or trained_path[0], "source")
         if target is not None:
             target = self._check_condition(target, "target")
         elif t_span is None:
-            target = self.trajectory_path_[-1]
+            target = trained_path[-1]
         t0, t1 = self._span(source, target, t_span)
         times = time_grid(t0, t1, n_steps)
         idx = self._start_cells(adata, source, indices)
@@ -220,10 +256,9 @@ class InferenceMixin:
         gene_idx, gene_names = self._gene_index(genes)
         if decode:
             expression = self._decode_path(path, batch, library, times, target, t1, gene_idx, batch_size, with_grad)
-        if not with_grad:
-            path = path.cpu().numpy()
+        latent: torch.Tensor | np.ndarray = path if with_grad else path.cpu().numpy()
         return TrajectoryResult(
-            latent=path,
+            latent=latent,
             times=times.numpy(),
             expression=expression,
             genes=gene_names if decode else [],
@@ -232,10 +267,23 @@ class InferenceMixin:
             target=target,
         )
 
-    def _decode_path(self, path, batch, library, times, target, t_end, gene_idx, batch_size, with_grad):
+    def _decode_path(
+        self,
+        path: torch.Tensor,
+        batch: torch.Tensor,
+        library: torch.Tensor,
+        times: torch.Tensor,
+        target: str | None,
+        t_end: float,
+        gene_idx: torch.Tensor | None,
+        batch_size: int,
+        with_grad: bool,
+    ) -> torch.Tensor | np.ndarray:
+        """Decoded NB means along ``path``, ``(T, n_cells, n_genes)``: a tensor with its graph, or numpy."""
         context = torch.enable_grad() if with_grad else torch.inference_mode()
         n_genes = self.summary_stats.n_vars if gene_idx is None else len(gene_idx)
-        frames = []
+        frames: list[torch.Tensor] = []  # with_grad: kept on the device with their graph
+        host_frames: list[np.ndarray] = []  # otherwise: copied to the host one at a time
         with context:
             for k, t in enumerate(times.tolist()):
                 parts = []
@@ -244,8 +292,11 @@ class InferenceMixin:
                     mixture = self._mixture_at(t, target, float(t_end))
                     parts.append(self._decode(path[k, sl], library[sl], batch[sl], mixture, gene_idx))
                 frame = torch.cat(parts) if parts else torch.zeros(0, n_genes)
-                frames.append(frame if with_grad else frame.cpu().numpy().astype(np.float32))
-        return torch.stack(frames) if with_grad else np.stack(frames)
+                if with_grad:
+                    frames.append(frame)
+                else:
+                    host_frames.append(frame.cpu().numpy().astype(np.float32))
+        return torch.stack(frames) if with_grad else np.stack(host_frames)
 
     def predict(
         self,

@@ -395,7 +395,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             raise ValueError(msg)
         if n_epochs_kl_warmup is None:
             n_epochs_kl_warmup = max(1, int(max_epochs) // 2)
-        explicit = {
+        explicit: dict[str, Any] = {
             "lr": lr,
             "adversary_lr": adversary_lr,
             "weight_decay": weight_decay,
@@ -405,7 +405,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             "max_consecutive_skips": max_consecutive_skips,
         }
         plan_kwargs = check_plan_kwargs(self._training_plan_cls, plan_kwargs, explicit=explicit, caller="train")
-        plan_args = {
+        plan_args: dict[str, Any] = {
             "adversarial_weight": self.adversarial_weight,
             "adversary_key": REGISTRY_KEYS.CONDITION_KEY
             if self.adversarial_target == "condition"
@@ -460,6 +460,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             devices=devices,
             **trainer_kwargs,
         )
+        self.module.train()  # scvi-tools leaves it in eval mode after a fit; a second call starts in train mode
         runner()
         report_guards(plan)
 

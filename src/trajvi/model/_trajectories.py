@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -22,9 +21,13 @@ from trajvi.trajectory import (
 from trajvi.trajectory import ot_device as resolve_ot_device
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
+    from scvi.data import AnnDataManager
 
     from trajvi._types import GroupWeighting, OTMethod
+    from trajvi.module import TrajVIModule
 
 #: Arguments of the velocity fit that every fit of phase 2 shares (the validation fits too).
 _SHARED_PLAN_KEYS = ("gradient_clip_val", "rollback_nonfinite", "max_update_ratio", "max_consecutive_skips")
@@ -32,6 +35,28 @@ _SHARED_PLAN_KEYS = ("gradient_clip_val", "rollback_nonfinite", "max_update_rati
 
 class TrajectoryMixin:
     """Phase 2: :meth:`train_trajectories`, and the state and checks that inference shares."""
+
+    if TYPE_CHECKING:
+        # Provided by the model class (:class:`~trajvi.TrajVI`, scvi-tools' base classes); declared here for
+        # the type checker only.
+        adata: AnnData
+        adata_manager: AnnDataManager
+        module: TrajVIModule
+        is_trained_: bool
+
+        @property
+        def conditions(self) -> list[str]: ...
+        def get_condition_codes(self, adata: AnnData | None = None) -> np.ndarray: ...
+        def get_from_registry(self, adata: AnnData, registry_key: str) -> np.ndarray: ...
+        def get_latent_representation(
+            self,
+            adata: AnnData | None = None,
+            indices: Sequence[int] | np.ndarray | None = None,
+            give_mean: bool = True,
+            mc_samples: int = 5000,
+            batch_size: int | None = None,
+        ) -> np.ndarray: ...
+        def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData: ...
 
     # -- state and checks --------------------------------------------------------------------------
     def _init_trajectory_state(self) -> None:
@@ -70,6 +95,7 @@ class TrajectoryMixin:
 
     def _time_of(self, condition: str) -> float:
         if self.trajectory_path_ and condition in self.trajectory_path_:
+            assert self.trajectory_times_ is not None  # set with the path
             return self.trajectory_times_[self.trajectory_path_.index(condition)]
         known = self.condition_times()
         if known is not None and condition in known:

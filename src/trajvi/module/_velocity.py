@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -39,6 +40,11 @@ class VelocityField(nn.Module):
         Number of sine/cosine pairs encoding time.
     """
 
+    # buffers registered in __init__ (declared for the type checker: nn.Module's __getattr__ is untyped)
+    frequencies: torch.Tensor
+    time_offset: torch.Tensor
+    time_scale: torch.Tensor
+
     def __init__(self, n_latent: int, *, n_hidden: int = 128, n_layers: int = 3, n_frequencies: int = 4) -> None:
         super().__init__()
         self.n_latent = n_latent
@@ -55,8 +61,9 @@ class VelocityField(nn.Module):
         for layer in self.modules():
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
-        nn.init.zeros_(self.residual[-1].weight)
-        nn.init.zeros_(self.residual[-1].bias)
+        out = cast("nn.Linear", self.residual[-1])  # _mlp ends with a Linear layer
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
 
     def set_time_range(self, t_min: float, t_max: float) -> None:
         """Map ``[t_min, t_max]`` to ``[0, 1]`` before the time features."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import matplotlib.pyplot as plt
 
@@ -59,13 +59,13 @@ def history(
     panels = {t: tuple(k for k in ks if k in hist) for t, ks in (keys or _PANELS).items()}
     panels = {t: ks for t, ks in panels.items() if ks}
     if axs is None:
-        fig, axs = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
-        axs = list(axs[0])
+        fig, grid = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+        axs = list(grid[0])
     else:
         if len(axs) < len(panels):
             msg = f"axs has {len(axs)} axes; {len(panels)} are needed ({list(panels)})."
             raise ValueError(msg)
-        fig = axs[0].figure
+        fig = cast("Figure", axs[0].figure)  # matplotlib also allows a SubFigure, which has no tight_layout
     for ax, (title, ks) in zip(axs, panels.items(), strict=False):
         for key in ks:
             frame = hist[key]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -109,7 +109,7 @@ def trajectories(
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.5, 5.0))
     else:
-        fig = ax.figure
+        fig = cast("Figure", ax.figure)  # axes of a figure (matplotlib's type also allows a SubFigure)
     sc.pl.embedding(adata, basis=basis_key, color=color, ax=ax, show=False, frameon=False, alpha=0.4)
     for path in placed:
         ax.plot(path[:, 0], path[:, 1], color="black", linewidth=0.7, alpha=0.6)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -68,7 +69,7 @@ def gene_trends(
         if len(axs) < len(genes):
             msg = f"axs has {len(axs)} axes; {len(genes)} genes need one each."
             raise ValueError(msg)
-        fig = axs[0].figure
+        fig = cast("Figure", axs[0].figure)  # matplotlib also allows a SubFigure, which has no tight_layout
     scale = trends.attrs.get("params", {}).get("scale", "")
     for ax, gene in zip(axs, genes, strict=False):
         for group in groups:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +13,8 @@ from ._latent import _write_latent
 from ._utils import check_model, skip_on_other_ranks
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
 
     from trajvi._types import Integrator
@@ -83,6 +84,7 @@ def trajectories(
         decode=False,
         batch_size=batch_size,
     )
+    assert model.trajectory_path_ is not None  # set with the phase-2 fit that _require_phase2 checked
     rows = adata.obs_names.get_indexer(result.cells)
     n_times, _, n_latent = result.latent.shape
     paths = np.full((adata.n_obs, n_times, n_latent), np.nan, dtype=np.float32)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +14,8 @@ from trajvi.data._checks import check_obs_key
 from ._utils import check_model, skip_on_other_ranks
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
 
     from trajvi._types import ExpressionScale, Integrator

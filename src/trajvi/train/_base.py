@@ -22,7 +22,6 @@ and :mod:`trajvi.train._velocity`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +37,8 @@ from ._graph import CapturedStep
 from ._guards import EpochSums, GuardReport, StepGuard
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from scvi.module.base import BaseModuleClass
 
     from trajvi._types import Phase
@@ -98,7 +99,7 @@ def plan_parameters(plan_cls: type) -> list[str]:
     for cls in plan_cls.__mro__:
         if "__init__" not in vars(cls) or cls is object:
             continue
-        for name, param in inspect.signature(cls.__init__).parameters.items():
+        for name, param in inspect.signature(vars(cls)["__init__"]).parameters.items():
             if name in ("self", "module") or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
                 continue
             if name not in names:

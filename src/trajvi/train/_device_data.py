@@ -11,8 +11,7 @@ arrays whose rows are gathered per minibatch.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +20,9 @@ from scvi import REGISTRY_KEYS, settings
 from scvi.dataloaders import DataSplitter
 
 from trajvi._logging import logger
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: Counts up to this size (bytes, float32) are held dense; larger ones stay CSR.
 DEFAULT_MAX_DENSE_BYTES = 2 * 1024**3

@@ -9,13 +9,15 @@ one of an epoch) run eagerly through the same function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from trajvi._logging import logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _signature(leaves: list[Any]) -> tuple:
@@ -43,7 +45,7 @@ class CapturedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
         self._calls = 0
-        self._static: list[torch.Tensor] | None = None
+        self._static: list[Any] | None = None  # the captured batch's leaves (tensors and others)
         self._spec: Any = None
         self._signature: tuple | None = None
         self.n_replays = 0
@@ -73,6 +75,7 @@ class CapturedStep:
             if self.graph is None:
                 return
         else:
+            assert self._static is not None  # set with the graph
             for static, x in zip(self._static, leaves, strict=True):
                 if isinstance(x, torch.Tensor):
                     static.copy_(x, non_blocking=True)

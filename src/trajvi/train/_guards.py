@@ -11,12 +11,15 @@ report what happened and to stop a run that keeps failing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from trajvi._distributed import agree_on_device
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 #: Counters of a :class:`StepGuard`, in the order of :attr:`StepGuard.counts`.
 COUNTERS = ("steps", "nonfinite", "vetoed", "undone", "consecutive", "max_consecutive")
@@ -136,10 +139,10 @@ class StepGuard:
         if self.rollback:
             if self._backup is None:
                 self._backup = [torch.empty_like(p) for p in self.params]
-            with torch.no_grad():
-                torch._foreach_copy_(self._backup, self.params)
+            with torch.no_grad():  # (the cast: torch's _foreach stubs take an invariant list[Tensor])
+                torch._foreach_copy_(self._backup, cast("list[torch.Tensor]", self.params))
         if self.on_device:
-            self.optimizer.found_inf = (~good).float()
+            vars(self.optimizer)["found_inf"] = (~good).float()  # read by fused Adam's step
             try:
                 step()
             finally:  # a GradScaler that stepped this optimizer has removed it already
@@ -154,13 +157,14 @@ class StepGuard:
 
     @torch.no_grad()
     def _undo_blowups(self, good: torch.Tensor) -> torch.Tensor:
-        moved = torch.linalg.vector_norm(
-            torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, self._backup)))
-        )
-        size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._backup)))
+        backup = self._backup
+        assert backup is not None  # step() fills it before any rollback
+        params = cast("list[torch.Tensor]", self.params)  # torch's _foreach stubs take an invariant list[Tensor]
+        moved = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_sub(params, backup))))
+        size = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(backup)))
         kept = good & torch.isfinite(moved) & (moved <= self.max_update_ratio * (size + 1.0))
         kept = agree_on_device(kept, self.world_size)
-        for p, b in zip(self.params, self._backup, strict=True):
+        for p, b in zip(self.params, backup, strict=True):
             p.copy_(torch.where(kept, p, b))
         undone = good & ~kept
         self.last_blowup.copy_(torch.where(undone, torch.stack([moved, size]), self.last_blowup))
@@ -181,9 +185,9 @@ class StepGuard:
         """What happened since the previous read (one synchronisation with the device)."""
         values = self.counts.tolist()
         moved, size = self.last_blowup.tolist()
-        delta = [v - r for v, r in zip(values[:4], self._reported[:4], strict=True)]
+        steps, nonfinite, vetoed, undone = (v - r for v, r in zip(values[:4], self._reported[:4], strict=True))
         self._reported = values
-        return GuardReport(self.name, *delta, values[4], values[5], moved, size)
+        return GuardReport(self.name, steps, nonfinite, vetoed, undone, values[4], values[5], moved, size)
 
 
 class EpochSums:
@@ -220,15 +224,19 @@ class EpochSums:
         """Add ``values`` (0-d tensors) with ``weight`` (cells of the minibatch, or whether a step counts)."""
         stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
         lo, hi = self._slot(list(values), False, stacked.device)
-        self._sums[0, lo:hi].add_(stacked * weight)
-        self._sums[1, lo:hi].add_(weight)
+        sums = self._sums
+        assert sums is not None  # _slot made room for the values
+        sums[0, lo:hi].add_(stacked * weight)
+        sums[1, lo:hi].add_(weight)
 
     @torch.no_grad()
     def add_sum(self, values: dict[str, torch.Tensor]) -> None:
         """Add counts (0-d tensors) that are reported as their sum over the epoch."""
         stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
         lo, hi = self._slot(list(values), True, stacked.device)
-        self._sums[0, lo:hi].add_(stacked)
+        sums = self._sums
+        assert sums is not None  # _slot made room for the values
+        sums[0, lo:hi].add_(stacked)
 
     @property
     def pending(self) -> bool:

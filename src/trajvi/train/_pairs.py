@@ -140,7 +140,9 @@ class PairDataModule(pl.LightningDataModule):
         if trainer is None or trainer.world_size == 1:
             return DataLoader(batches, batch_size=None)
         # this process's share: every world_size-th minibatch (the order is already random, and the same everywhere)
-        share = DistributedSampler(batches, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+        share: DistributedSampler[int] = DistributedSampler(
+            batches, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
         return DataLoader(batches, batch_size=None, sampler=share)
 
     def val_dataloader(self) -> list:

@@ -10,7 +10,6 @@ same parameters for the same seed and pairs (tested).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,6 +23,8 @@ from ._base import GuardedTrainingPlan, fused_adam, skips_message
 from ._guards import StepGuard
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from trajvi._types import Phase
     from trajvi.module import TrajVIModule, VelocityField
 

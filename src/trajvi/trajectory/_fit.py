@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,6 +20,8 @@ from ._paths import build_folds, build_segments
 from ._selection import DEFAULT_PENALTIES, select_residual_penalty
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from scvi.model.base import BaseModelClass
 
     from ._config import CouplingConfig

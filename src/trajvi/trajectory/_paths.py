@@ -8,15 +8,18 @@ training data out (a group of ``couple_within``, or an interior time point) to s
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from trajvi.train import Segment
 
-from ._config import CouplingConfig
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._config import CouplingConfig
 
 
 @dataclass

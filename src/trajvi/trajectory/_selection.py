@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,10 +11,14 @@ import torch
 from trajvi._logging import logger
 from trajvi.dynamics import simulate, time_grid
 from trajvi.metrics import energy_distance_unbiased, subsample
-from trajvi.module import VelocityField
 from trajvi.train import PairDataModule, VelocityFitSettings, fit_velocity_field
 
-from ._paths import Fold
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from trajvi.module import VelocityField
+
+    from ._paths import Fold
 
 #: Residual penalties compared by default; the largest makes the field a pure time-dependent shift.
 DEFAULT_PENALTIES: tuple[float, ...] = (0.0, 1.0, 10.0, 1e4)

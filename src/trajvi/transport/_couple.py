@@ -338,6 +338,7 @@ def _sinkhorn_stage_torch(
             kernel = torch.exp(phi_0[:, None] + psi_0 - scaled)
             change = float(a @ torch.abs(torch.expm1(phi - phi_new)))
         else:
+            assert phi_0 is not None and psi_0 is not None  # set with the kernel
             phi_new = -damping * (torch.log(kernel @ (b * torch.exp(psi - psi_0))) - phi_0)
             psi_new = -damping * (torch.log(kernel.T @ (a * torch.exp(phi_new - phi_0))) - psi_0)
             drift = torch.maximum((phi_new - phi_0).abs().max(), (psi_new - psi_0).abs().max())

@@ -7,7 +7,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -114,7 +114,7 @@ class Coupling:
         sources, targets = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
         for k in np.flatnonzero(counts):
             plan = self.plans[k]
-            support, cdf = self._sampler(k)
+            support, cdf = self._sampler(int(k))
             picked = np.searchsorted(cdf, rng.random(counts[k]) * cdf[-1], side="right")
             rows, cols = np.divmod(support[np.minimum(picked, support.size - 1)], plan.shape[1])
             sources.append(np.asarray(self.source_index[k], dtype=np.int64)[rows])
@@ -147,7 +147,8 @@ class Coupling:
         """The full ``(n_source, n_target)`` plan, of total mass 1 (for tests and small data)."""
         dense = np.zeros((self.n_source, self.n_target))
         for rows, cols, plan, weight in zip(self.source_index, self.target_index, self.plans, self.weights):
-            dense[np.ix_(rows, cols)] += weight * (plan.toarray() if sp.issparse(plan) else plan)
+            # issparse does not narrow the type: the cast says what it checked
+            dense[np.ix_(rows, cols)] += weight * (cast("sp.csr_array", plan).toarray() if sp.issparse(plan) else plan)
         return dense
 
 
@@ -244,7 +245,10 @@ def couple_sets(
         group_mass = np.ones(len(blocks))
     group_mass /= group_mass.sum()
 
-    source_index, target_index, weights, labels = [], [], [], []
+    source_index: list[np.ndarray] = []
+    target_index: list[np.ndarray] = []
+    weights: list[float] = []
+    labels: list[str | None] = []
     for (label, rows, cols), mass in zip(blocks, group_mass):
         for chunk_rows, chunk_cols in _minibatches(rows, cols, batch_size, rng):
             source_index.append(chunk_rows)
@@ -276,7 +280,7 @@ def couple_sets(
             plans = list(pool.map(solve, range(len(source_index))))
     else:
         plans = [solve(k) for k in range(len(source_index))]
-    weights = np.asarray(weights)
+    block_weights = np.asarray(weights)
     logger.debug(
         "Coupled %d source and %d target cells by %s OT in %d block(s), %d at a time.",
         sum(r.size for r in source_index),
@@ -289,7 +293,7 @@ def couple_sets(
         source_index,
         target_index,
         plans,
-        weights / weights.sum(),
+        block_weights / block_weights.sum(),
         labels,
         z_source.shape[0],
         z_target.shape[0],
