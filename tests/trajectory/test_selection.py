@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from trajvi.module import VelocityField
 from trajvi.train import VelocityFitSettings
@@ -55,3 +56,22 @@ def test_selection_is_reproducible():
     assert select_residual_penalty(template, folds, **kwargs) == select_residual_penalty(template, folds, **kwargs)
     with pytest.raises(ValueError, match="no validation folds"):
         select_residual_penalty(template, [], **kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_selection_runs_on_the_field_s_gpu():
+    """The validation fits run where the model's field is (the pairs are moved to it), as after a GPU phase 1."""
+    z, labels, groups = _shifted_groups(2)
+    folds = build_folds(z, labels, groups, ["ctrl", "stim"], [0.0, 1.0], np.ones(len(z), bool), CouplingConfig())
+    template = VelocityField(2, n_hidden=16, n_layers=1).cuda()
+    best, table = select_residual_penalty(
+        template,
+        folds,
+        settings=VelocityFitSettings(lr=1e-2),
+        penalties=(1.0, 1e4),
+        n_epochs=5,
+        pairs_per_epoch=256,
+        batch_size=64,
+        seed=0,
+    )
+    assert best in (1.0, 1e4) and np.isfinite(table["1.0"]["mean"])
