@@ -168,6 +168,20 @@ def test_categorical_group_labels_are_accepted():
     assert coupling.groups == ["a", "b"]
 
 
+def test_blocks_solved_in_threads_leave_the_warning_filters_alone():
+    # warnings.catch_warnings() is not thread-safe (before Python 3.14): when the solver thread that entered it
+    # second left it last, it restored a list holding the first one's filter, so an 'ignore UserWarning' filter
+    # stayed behind after train_trajectories and silenced every UserWarning of the process.
+    import warnings
+
+    x, y = _sets(n=400, m=400)
+    groups = np.repeat(list("abcdefgh"), 50)
+    before = list(warnings.filters)
+    for seed in range(5):
+        couple_sets(x, y, n_jobs=2, batch_size=10, rng=seed, groups_source=groups, groups_target=groups)
+    assert warnings.filters == before
+
+
 def test_minibatches_cover_every_cell_once():
     x, y = _sets(n=50, m=30)
     coupling = couple_sets(x, y, batch_size=16, rng=0)

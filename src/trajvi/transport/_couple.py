@@ -8,7 +8,6 @@ keeps one outlier from shrinking the effective ``epsilon`` of every other cell.
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from typing import Any
 
@@ -191,9 +190,10 @@ def _check_weights(w: np.ndarray | None, n: int, *, name: str, side: str, normal
 
 
 def _solve_exact(cost: np.ndarray, a: np.ndarray, b: np.ndarray, max_iter: int) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # POT's result-code warning becomes the error below
-        plan, log = ot.emd(a, b, np.ascontiguousarray(cost), numItermax=max_iter, log=True)
+    # No warnings.catch_warnings() here: couple_sets solves blocks in threads, and catch_warnings is not
+    # thread-safe before Python 3.14 (two threads inside it at once left an 'ignore UserWarning' filter behind for
+    # the rest of the process). POT warns only when the plan is not optimal, which raises just below.
+    plan, log = ot.emd(a, b, np.ascontiguousarray(cost), numItermax=max_iter, log=True)
     if log["result_code"] != _EMD_OPTIMAL:
         msg = (
             f"The exact OT solver stopped without an optimal plan: {log['warning']} "
