@@ -13,6 +13,7 @@ class _RegistryKeys(NamedTuple):
     SIZE_FACTOR_KEY: str = _SCVI_KEYS.SIZE_FACTOR_KEY
     CONDITION_KEY: str = "condition"
     TIME_KEY: str = "time"
+    DOSE_KEY: str = "dose"
 
 
 class _AnnDataKeys(NamedTuple):

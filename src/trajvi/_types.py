@@ -22,8 +22,10 @@ GradientBlock = Literal["vae", "adversary", "flow", "all"]
 AdversarialTarget = Literal["condition", "batch"]
 #: Scale of decoded expression in :func:`~trajvi.tl.gene_trends`.
 ExpressionScale = Literal["normalized", "log1p"]
+#: How the vectors of a path's components (perturbations in a combination) are combined.
+Composition = Literal["sum", "deepset"]
 #: Kinds of synthetic data.
-SyntheticKind = Literal["perturbation", "time_course"]
+SyntheticKind = Literal["perturbation", "time_course", "perturbations", "branching"]
 
 INTEGRATORS: tuple[str, ...] = get_args(Integrator)
 OT_METHODS: tuple[str, ...] = get_args(OTMethod)
@@ -33,6 +35,7 @@ GRADIENT_BLOCKS: tuple[str, ...] = get_args(GradientBlock)
 ADVERSARIAL_TARGETS: tuple[str, ...] = get_args(AdversarialTarget)
 EXPRESSION_SCALES: tuple[str, ...] = get_args(ExpressionScale)
 SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
+COMPOSITIONS: tuple[str, ...] = get_args(Composition)
 
 
 def check_option(value: Any, options: tuple[str, ...], parameter: str) -> str:

@@ -97,6 +97,7 @@ def test_gradient_accumulation_matches_one_large_batch(synthetic_adata):
             m.module.encoder.logvar.weight.zero_()
         keys = ("decoder.gene_embeddings", "log_theta", "decoder.query.weight")
         start = {k: m.module.state_dict()[k].clone() for k in keys}
+        scvi.settings.seed = 0  # the same minibatches, whatever the module's initialisation drew
         m.train(
             max_epochs=1,
             batch_size=batch_size,
@@ -111,8 +112,10 @@ def test_gradient_accumulation_matches_one_large_batch(synthetic_adata):
     def rel(key):
         return ((updates[key] - reference).norm() / reference.norm()).item()
 
-    assert rel((64, 4)) < 0.1  # measured 0.048
-    assert rel((64, 1)) > 1.0  # four separate steps are far from it (measured 2.7)
+    # measured 0.048-0.109 depending on the order of the minibatches (batch-norm statistics differ between 64
+    # and 256 cells); four separate steps land 25 times further away (measured 2.70-2.74)
+    assert rel((64, 4)) < 0.15
+    assert rel((64, 1)) > 10 * rel((64, 4))
 
 
 def test_invalid_plan_options(fresh):

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from trajvi.trajectory import CouplingConfig, build_folds, build_segments, check_path, path_times
+from trajvi.trajectory import (
+    CouplingConfig,
+    PathSet,
+    build_all_segments,
+    build_folds,
+    build_segments,
+    check_path,
+    path_times,
+)
 
 CONDITIONS = ["d0", "d2", "d7"]
 
@@ -56,20 +64,42 @@ def test_segments_refuse_an_empty_condition():
         build_segments(z, labels, None, CONDITIONS, [0.0, 2.0, 7.0], keep, CouplingConfig())
 
 
+def _folds(z, labels, groups, paths, times, keep, **kwargs):
+    pathset = PathSet.build(paths, times)
+    config = CouplingConfig()
+    segments = build_all_segments(pathset, z, labels, groups, keep, config, quiet=True)
+    return build_folds(pathset, segments, z, labels, groups, keep, config, **kwargs)
+
+
 def test_folds_leave_out_each_group_or_each_interior_time():
     z, labels, groups = _cells()
     keep = np.ones(len(z), dtype=bool)
-    config = CouplingConfig()
-    by_group = build_folds(z, labels, groups, ["d0", "d7"], [0.0, 7.0], keep, config)
+    by_group = _folds(z, labels, groups, {"d7": ["d0", "d7"]}, {"d7": [0.0, 7.0]}, keep)
     assert [f.name for f in by_group] == ["A", "B"]
     fold = by_group[0]
     assert len(fold.z_start) == len(fold.z_truth) == 20
     assert all(set(s.coupling.groups) == {"B"} for s in fold.segments)  # fit without the left-out group
-    by_time = build_folds(z, labels, None, CONDITIONS, [0.0, 2.0, 7.0], keep, config)
+    np.testing.assert_array_equal(fold.weights, [1.0])
+    by_time = _folds(z, labels, None, {"d7": CONDITIONS}, {"d7": [0.0, 2.0, 7.0]}, keep)
     assert [f.name for f in by_time] == ["d2"]
     assert (by_time[0].t_start, by_time[0].t_end) == (0.0, 2.0)
     assert [s.name for s in by_time[0].segments] == ["d0->d7"]
-    assert build_folds(z, labels, None, ["d0", "d7"], [0.0, 7.0], keep, config) == []
+    assert _folds(z, labels, None, {"d7": ["d0", "d7"]}, {"d7": [0.0, 7.0]}, keep) == []
+
+
+def test_folds_of_several_paths_leave_one_group_out_of_one_path_only():
+    z, labels, groups = _cells()
+    keep = np.ones(len(z), dtype=bool)
+    paths = {"d2": ["d0", "d2"], "d7": ["d0", "d7"]}
+    folds = _folds(z, labels, groups, paths, {"d2": [0.0, 1.0], "d7": [0.0, 1.0]}, keep)
+    assert [f.name for f in folds] == ["A x d2", "B x d2", "A x d7", "B x d7"]
+    fold = folds[0]  # group A left out of the path to d2 only
+    by_name = {s.name: s for s in fold.segments}
+    assert set(by_name["d0->d2"].coupling.groups) == {"B"}
+    assert set(by_name["d0->d7"].coupling.groups) == {"A", "B"}
+    np.testing.assert_array_equal(fold.weights, [1.0, 0.0])
+    capped = _folds(z, labels, groups, paths, {"d2": [0.0, 1.0], "d7": [0.0, 1.0]}, keep, max_folds=3, seed=1)
+    assert len(capped) == 3 and {f.name for f in capped} < {f.name for f in folds}
 
 
 def test_a_group_with_a_single_cell_to_score_gives_no_fold():
@@ -77,7 +107,7 @@ def test_a_group_with_a_single_cell_to_score_gives_no_fold():
     lone = np.flatnonzero((labels == "d7") & (groups == "A"))
     keep = np.ones(len(z), dtype=bool)
     keep[lone[1:]] = False  # group A keeps one d7 cell: its energy distance would be undefined
-    folds = build_folds(z, labels, groups, ["d0", "d7"], [0.0, 7.0], keep, CouplingConfig())
+    folds = _folds(z, labels, groups, {"d7": ["d0", "d7"]}, {"d7": [0.0, 7.0]}, keep)
     assert folds == []  # only B would be complete: fewer than two folds
 
 

@@ -4,7 +4,14 @@ import torch
 
 from trajvi.module import VelocityField
 from trajvi.train import VelocityFitSettings
-from trajvi.trajectory import CouplingConfig, build_folds, select_residual_penalty
+from trajvi.trajectory import CouplingConfig, PathSet, build_all_segments, build_folds, select_residual_penalty
+
+
+def _folds(z, labels, groups):
+    paths = PathSet.build({"stim": ["ctrl", "stim"]}, {"stim": [0.0, 1.0]})
+    keep = np.ones(len(z), bool)
+    segments = build_all_segments(paths, z, labels, groups, keep, CouplingConfig())
+    return build_folds(paths, segments, z, labels, groups, keep, CouplingConfig())
 
 
 def _shifted_groups(seed: int = 0):
@@ -20,8 +27,9 @@ def _shifted_groups(seed: int = 0):
 
 def test_selection_scores_every_fold_and_prefers_the_simpler_field_on_a_shift():
     z, labels, groups = _shifted_groups()
-    folds = build_folds(z, labels, groups, ["ctrl", "stim"], [0.0, 1.0], np.ones(len(z), bool), CouplingConfig())
+    folds = _folds(z, labels, groups)
     template = VelocityField(2, n_hidden=32, n_layers=2)
+    template.set_components(1)
     before = {k: v.clone() for k, v in template.state_dict().items()}
     best, table = select_residual_penalty(
         template,
@@ -43,7 +51,7 @@ def test_selection_scores_every_fold_and_prefers_the_simpler_field_on_a_shift():
 
 def test_selection_is_reproducible():
     z, labels, groups = _shifted_groups(1)
-    folds = build_folds(z, labels, groups, ["ctrl", "stim"], [0.0, 1.0], np.ones(len(z), bool), CouplingConfig())
+    folds = _folds(z, labels, groups)
     kwargs = {
         "settings": VelocityFitSettings(),
         "penalties": (1.0,),
@@ -53,6 +61,7 @@ def test_selection_is_reproducible():
         "seed": 3,
     }
     template = VelocityField(2, n_hidden=16, n_layers=1)
+    template.set_components(1)
     assert select_residual_penalty(template, folds, **kwargs) == select_residual_penalty(template, folds, **kwargs)
     with pytest.raises(ValueError, match="no validation folds"):
         select_residual_penalty(template, [], **kwargs)
@@ -62,8 +71,9 @@ def test_selection_is_reproducible():
 def test_selection_runs_on_the_field_s_gpu():
     """The validation fits run where the model's field is (the pairs are moved to it), as after a GPU phase 1."""
     z, labels, groups = _shifted_groups(2)
-    folds = build_folds(z, labels, groups, ["ctrl", "stim"], [0.0, 1.0], np.ones(len(z), bool), CouplingConfig())
+    folds = _folds(z, labels, groups)
     template = VelocityField(2, n_hidden=16, n_layers=1).cuda()
+    template.set_components(1)
     best, table = select_residual_penalty(
         template,
         folds,

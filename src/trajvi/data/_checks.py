@@ -176,6 +176,22 @@ def check_time(times: pd.Series, conditions: pd.Series, *, key: str, condition_k
     return {str(c): float(v) for c, v in per_condition["min"].items()}
 
 
+def check_doses(values: pd.Series, *, key: str) -> None:
+    """Check doses: numeric, finite and not negative (control cells may have dose 0)."""
+    if not pd.api.types.is_numeric_dtype(values):
+        msg = f"adata.obs[{key!r}] has dtype {values.dtype}; dose_key must name a numeric column."
+        raise TypeError(msg)
+    arr = values.to_numpy(dtype=float)
+    bad = ~np.isfinite(arr) | (arr < 0)
+    if bad.any():
+        shown = ", ".join(map(str, values.index[bad][:3]))
+        msg = (
+            f"adata.obs[{key!r}] has {int(bad.sum())} negative, NaN or infinite dose(s) (cells {shown}, ...); "
+            "doses must be finite and >= 0 (use 0 for control cells)."
+        )
+        raise ValueError(msg)
+
+
 def check_size_factors(values: pd.Series, *, key: str) -> None:
     """Check size factors: numeric, finite and positive."""
     if not pd.api.types.is_numeric_dtype(values):
@@ -195,6 +211,7 @@ def validate_anndata(
     batch_key: str | None = None,
     time_key: str | None = None,
     size_factor_key: str | None = None,
+    dose_key: str | None = None,
 ) -> dict[str, Any]:
     """Run every input check that :meth:`trajvi.TrajVI.setup_anndata` needs, before anything is registered.
 
@@ -202,7 +219,7 @@ def validate_anndata(
     ----------
     adata
         The AnnData to check (read only).
-    condition_key, layer, batch_key, time_key, size_factor_key
+    condition_key, layer, batch_key, time_key, size_factor_key, dose_key
         As in :meth:`trajvi.TrajVI.setup_anndata`.
 
     Returns
@@ -231,6 +248,8 @@ def validate_anndata(
         )
     if size_factor_key is not None:
         check_size_factors(check_obs_key(adata, size_factor_key, parameter="size_factor_key"), key=size_factor_key)
+    if dose_key is not None:
+        check_doses(check_obs_key(adata, dose_key, parameter="dose_key"), key=dose_key)
     counts = get_counts(adata, layer)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     check_counts(counts, where=where)

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from trajvi._types import SYNTHETIC_KINDS, check_option
 
+from ._generator import UNS_KEY, assemble, random_rotation, softmax
+from ._synthetic_paths import branching, perturbation_panel
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
 
     from trajvi._types import SyntheticKind
-
-_UNS_KEY = "synthetic"
-_CHUNK = 20_000
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return logits
-
-
-def _random_rotation(rng: np.random.Generator, d: int) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(d, d)))
-    return q * np.sign(np.diag(r))
 
 
 def synthetic(
@@ -43,6 +32,10 @@ def synthetic(
     effect_size: float = 1.0,
     library_size: float = 2000.0,
     dispersion: float = 5.0,
+    n_perturbations: int = 5,
+    combinations: Sequence[tuple[int, int]] = ((0, 1), (1, 2), (2, 3)),
+    doses: Sequence[float] = (0.5, 1.0, 2.0),
+    n_branches: int = 2,
     seed: int = 0,
 ) -> AnnData:
     """Simulate negative-binomial counts from a known latent process.
@@ -57,6 +50,13 @@ def synthetic(
     - ``"time_course"``: conditions ``t0, t1, ...`` at times ``0, 1, ...`` (``obs['time']``). Every cell
       moves along a curved path ``z(t) = z + t v_k + t^2 a_k / 2 + t A_k (z - c_k)``; it is observed at one
       time point.
+    - ``"perturbations"``: a panel of ``n_perturbations`` perturbations ``P0, P1, ...`` given at ``doses``
+      (``obs['dose']``, 0 for controls), and the additive pairs of ``combinations`` (``"P0+P1"``, dose 1).
+      Effects are linear in the dose, and a perturbation's shift is a linear map of its features
+      (``uns['synthetic']['perturbation_features']``); see :func:`trajvi.data._synthetic_paths.perturbation_panel`.
+    - ``"branching"``: progenitors (``prog``) branching into ``n_branches`` fates observed at times
+      ``1, ..., n_time_points - 1`` (conditions ``F<b>_t<i>``); ``uns['synthetic']['branches']`` lists the
+      paths and ``obs['true_fate']`` each cell's fate.
 
     Parameters
     ----------
@@ -78,6 +78,10 @@ def synthetic(
         Median library size.
     dispersion
         Median gene-wise NB dispersion ``theta`` (smaller is noisier).
+    n_perturbations, combinations, doses
+        The panel of ``kind="perturbations"``.
+    n_branches
+        Number of fates of ``kind="branching"``.
     seed
         Random seed; the same seed gives the same data.
 
@@ -94,10 +98,8 @@ def synthetic(
           ``varm['true_batch_effect']``: the generator, see :func:`true_expression`;
         - ``uns['synthetic']``: the parameters used.
     """
-    from anndata import AnnData
-
     check_option(kind, SYNTHETIC_KINDS, "kind")
-    if kind == "time_course" and n_time_points < 3:
+    if kind in ("time_course", "branching") and n_time_points < 3:
         msg = f"n_time_points={n_time_points}; a time course needs at least 3."
         raise ValueError(msg)
     for name, value in {
@@ -112,13 +114,34 @@ def synthetic(
             raise ValueError(msg)
 
     rng = np.random.default_rng(seed)
+    common: dict[str, Any] = {
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_batches": n_batches,
+        "n_latent": n_latent,
+        "effect_size": effect_size,
+        "library_size": library_size,
+        "dispersion": dispersion,
+        "seed": seed,
+    }
+    if kind == "perturbations":
+        return perturbation_panel(
+            rng,
+            n_cell_types=n_cell_types,
+            n_perturbations=n_perturbations,
+            combinations=combinations,
+            doses=doses,
+            **common,
+        )
+    if kind == "branching":
+        return branching(rng, n_branches=n_branches, n_time_points=n_time_points, **common)
     d = n_latent
     centres = rng.normal(scale=2.0, size=(n_cell_types, d))
     type_of = rng.choice(n_cell_types, size=n_cells, p=rng.dirichlet(np.full(n_cell_types, 5.0)))
     z_base = centres[type_of] + rng.normal(scale=0.5, size=(n_cells, d))
 
     # state-dependent response: a contraction/rotation of the within-type deviation
-    response = np.stack([0.4 * _random_rotation(rng, d) for _ in range(n_cell_types)])
+    response = np.stack([0.4 * random_rotation(rng, d) for _ in range(n_cell_types)])
     deviation = z_base - centres[type_of]
     state_part = np.einsum("nij,nj->ni", response[type_of], deviation)
 
@@ -146,54 +169,32 @@ def synthetic(
     condition_of = rng.integers(n_conditions, size=n_cells)
     z_true = by_condition[np.arange(n_cells), condition_of]
 
-    loadings = rng.normal(scale=1.0 / np.sqrt(d), size=(n_genes, d)) * 1.5
-    bias = rng.normal(scale=1.0, size=n_genes)
-    batch_effect = rng.normal(scale=0.3, size=(n_genes, n_batches)) * (rng.random((n_genes, 1)) < 0.3)
-    batch_of = rng.integers(n_batches, size=n_cells)
-    batch_depth = np.exp(rng.normal(scale=0.2, size=n_batches))
-    library = library_size * batch_depth[batch_of] * np.exp(rng.normal(scale=0.3, size=n_cells))
-    theta = dispersion * np.exp(rng.normal(scale=0.5, size=n_genes))
-
-    # counts are drawn in chunks of cells and stored sparse, so that 10^6 cells never exist as a dense matrix
-    chunks = []
-    for start in range(0, n_cells, _CHUNK):
-        sl = slice(start, min(start + _CHUNK, n_cells))
-        rho = _softmax(z_true[sl] @ loadings.T + bias + batch_effect[:, batch_of[sl]].T)
-        mu = rho * library[sl, None]
-        chunks.append(sparse.csr_matrix(rng.poisson(rng.gamma(shape=theta, scale=mu / theta)).astype(np.float32)))
-    counts = sparse.vstack(chunks, format="csr") if len(chunks) > 1 else chunks[0]
-
-    obs = pd.DataFrame(
-        {
-            "condition": pd.Categorical.from_codes(condition_of, categories=categories, ordered=kind == "time_course"),
-            "cell_type": pd.Categorical.from_codes(type_of, categories=[f"type_{k}" for k in range(n_cell_types)]),
-            "batch": pd.Categorical.from_codes(batch_of, categories=[f"batch_{b}" for b in range(n_batches)]),
-            "true_library": library.astype(np.float32),
-        },
-        index=pd.Index([f"cell_{i}" for i in range(n_cells)]),
-    )
+    obs = {
+        "condition": pd.Categorical.from_codes(condition_of, categories=categories, ordered=kind == "time_course"),
+        "cell_type": pd.Categorical.from_codes(type_of, categories=[f"type_{k}" for k in range(n_cell_types)]),
+    }
     if kind == "time_course":
         obs["time"] = times[condition_of]
-    var = pd.DataFrame(
-        {"true_bias": bias, "true_dispersion": theta},
-        index=pd.Index([f"gene_{g}" for g in range(n_genes)]),
+    return assemble(
+        rng,
+        z_true,
+        by_condition,
+        obs,
+        n_genes=n_genes,
+        n_batches=n_batches,
+        library_size=library_size,
+        dispersion=dispersion,
+        uns={
+            "kind": kind,
+            "seed": seed,
+            "n_latent": d,
+            "effect_size": effect_size,
+            "library_size": library_size,
+            "dispersion": dispersion,
+            "conditions": categories,
+            "times": times,
+        },
     )
-    adata = AnnData(X=counts, obs=obs, var=var)
-    adata.obsm["true_latent"] = z_true.astype(np.float32)
-    adata.obsm["true_latent_by_condition"] = by_condition.astype(np.float32)
-    adata.varm["true_loadings"] = loadings
-    adata.varm["true_batch_effect"] = batch_effect
-    adata.uns[_UNS_KEY] = {
-        "kind": kind,
-        "seed": seed,
-        "n_latent": d,
-        "effect_size": effect_size,
-        "library_size": library_size,
-        "dispersion": dispersion,
-        "conditions": categories,
-        "times": times,
-    }
-    return adata
 
 
 def true_expression(adata: AnnData, latent: np.ndarray, batch: np.ndarray | None = None) -> np.ndarray:
@@ -212,10 +213,10 @@ def true_expression(adata: AnnData, latent: np.ndarray, batch: np.ndarray | None
     -------
     ``(n, n_genes)`` frequencies; multiply by a library size for NB means.
     """
-    if _UNS_KEY not in adata.uns or "true_loadings" not in adata.varm:
+    if UNS_KEY not in adata.uns or "true_loadings" not in adata.varm:
         msg = "adata was not made by trajvi.data.synthetic(): it lacks uns['synthetic'] and varm['true_loadings']."
         raise KeyError(msg)
     logits = np.asarray(latent, dtype=np.float64) @ adata.varm["true_loadings"].T + adata.var["true_bias"].to_numpy()
     if batch is not None:
         logits = logits + adata.varm["true_batch_effect"][:, np.asarray(batch)].T
-    return _softmax(logits)
+    return softmax(logits)

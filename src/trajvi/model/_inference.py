@@ -15,6 +15,8 @@ from trajvi._constants import ADATA_KEYS, REGISTRY_KEYS
 from trajvi._types import INTEGRATORS, check_option
 from trajvi.dynamics import simulate, time_grid
 
+from ._routes import Route, resolve_route
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
     from trajvi._types import Integrator
     from trajvi.module import TrajVIModule
+    from trajvi.trajectory import PathSet
 _CHUNK = 65_536  # cells whose counts are read at once to compute library sizes
 
 
@@ -45,7 +48,12 @@ class TrajectoryResult:
     cells
         Names of the simulated cells (``obs_names``).
     source, target
-        Conditions the path starts from and goes to (``target`` is ``None`` for a ``t_span``).
+        Conditions the path starts from and goes to (``target`` is ``None`` for a ``t_span``; it may be a
+        combination never trained as a path).
+    path
+        Name of the trained path followed (``None`` for a composition of trained components).
+    dose
+        Dose the path's condition was scaled by.
     """
 
     latent: Any
@@ -55,6 +63,8 @@ class TrajectoryResult:
     cells: list[str] = field(default_factory=list)
     source: str | None = None
     target: str | None = None
+    path: str | None = None
+    dose: float = 1.0
 
 
 class InferenceMixin:
@@ -69,6 +79,8 @@ class InferenceMixin:
         summary_stats: attrdict
         trajectory_path_: list[str] | None
         trajectory_times_: list[float] | None
+
+        def trained_paths(self) -> PathSet: ...
 
         @property
         def conditions(self) -> list[str]: ...
@@ -99,34 +111,37 @@ class InferenceMixin:
             raise ValueError(msg)
         return idx
 
-    def _span(self, source: str, target: str | None, t_span: tuple[float, float] | None) -> tuple[float, float]:
+    def _span(self, route: Route, t_span: tuple[float, float] | None) -> tuple[float, float]:
         if t_span is not None:
-            if target is not None:
-                msg = "give either target or t_span, not both."
-                raise ValueError(msg)
             t0, t1 = (float(t) for t in t_span)
+            if not (np.isfinite(t0) and np.isfinite(t1)):
+                msg = f"t_span={t_span}; both times must be finite numbers."
+                raise ValueError(msg)
         else:
-            assert target is not None  # simulate_trajectory defaults the target when there is no t_span
-            t0, t1 = self._time_of(source), self._time_of(target)
+            assert route.target is not None  # resolve_route sets the target when there is no t_span
+            times = dict(zip(route.conditions, route.times, strict=True))
+            t0, t1 = times[route.source], times[route.target]
         if t0 == t1:
             msg = f"the path starts and ends at time {t0}; choose a target at another time."
             raise ValueError(msg)
         return t0, t1
 
-    def _mixture_at(self, t: float, target: str | None, t_end: float) -> list[tuple[int | None, float]]:
+    def _mixture_at(self, t: float, route: Route, t_end: float) -> list[tuple[int | None, float]]:
         """Conditions (codes) and weights whose decoded means are mixed at time ``t``.
 
-        At a named target's time: that condition alone. Elsewhere: the two conditions of the trained path
-        around ``t``, weighted linearly in time (clamped at the ends). Without condition decoding: one
-        decode with no condition.
+        At a named target's time: that condition alone. Elsewhere: the two conditions of the followed path
+        around ``t``, weighted linearly in time (clamped at the ends). A condition the decoder never saw (a
+        combination never trained as a path) decodes under the source condition. Without condition
+        decoding: one decode with no condition.
         """
         if self.module.condition_embedding is None:
             return [(None, 1.0)]
-        if target is not None and t == t_end:
+        known = [c if c in self.conditions else route.source for c in route.conditions]
+        if route.target is not None and t == t_end:
+            target = route.target if route.target in self.conditions else route.source
             return [(self.conditions.index(target), 1.0)]
-        assert self.trajectory_path_ is not None and self.trajectory_times_ is not None  # phase 2 is trained
-        path_times = np.asarray(self.trajectory_times_)
-        codes = [self.conditions.index(c) for c in self.trajectory_path_]
+        path_times = np.asarray(route.times)
+        codes = [self.conditions.index(c) for c in known]
         t = float(np.clip(t, path_times[0], path_times[-1]))
         k = int(np.clip(np.searchsorted(path_times, t, side="right") - 1, 0, len(path_times) - 2))
         w = (t - path_times[k]) / (path_times[k + 1] - path_times[k])
@@ -188,6 +203,8 @@ class InferenceMixin:
         source: str | None = None,
         target: str | None = None,
         t_span: tuple[float, float] | None = None,
+        path: str | None = None,
+        dose: float | None = None,
         n_steps: int = 100,
         method: Integrator = "euler",
         with_grad: bool = False,
@@ -210,11 +227,21 @@ class InferenceMixin:
         indices
             Cells to start from (default: every cell of ``source``).
         source
-            Condition the path starts from (default: the first condition of the trained path).
+            Condition the path starts from (default: the first condition of the first trained path, or of
+            ``path``).
         target
-            Condition the path goes to (default: the last of the trained path).
+            Condition the path goes to (default: the end of the trained path through ``source``). A name that
+            no trained path reaches from ``source`` is read as a composition of trained components (``"A+B"``
+            with ``A`` and ``B`` trained, possibly on different paths) or, with perturbation features, of
+            components never trained on; it is reached at the time of a trained path's end from ``source``.
         t_span
             ``(start, end)`` times instead of ``source``/``target`` times, e.g. to reach an unobserved time.
+        path
+            Name of the trained path to follow (``model.trained_paths().paths``); needed when several trained
+            paths go from ``source`` (branches that share a start).
+        dose
+            Dose of the path's perturbation (default: the mean dose of its cells in training, 1 without a
+            registered ``dose_key``); any dose can be asked for.
         n_steps
             Integration steps (fixed-step methods) and number of reported intervals (all methods).
         method
@@ -237,34 +264,62 @@ class InferenceMixin:
         """
         self._require_phase2()
         check_option(method, INTEGRATORS, "method")
+        if target is not None and t_span is not None:
+            msg = "give either target or t_span, not both."
+            raise ValueError(msg)
         adata = self._validate_anndata(adata)
-        trained_path = self.trajectory_path_
-        assert trained_path is not None  # set with the phase-2 fit that _require_phase2 checked
-        source = self._check_condition(source or trained_path[0], "source")
-        if target is not None:
-            target = self._check_condition(target, "target")
-        elif t_span is None:
-            target = trained_path[-1]
-        t0, t1 = self._span(source, target, t_span)
+        if source is not None:
+            source = self._check_condition(source, "source")
+        route = self._route(source, target, path, t_span is not None, dose)
+        t0, t1 = self._span(route, t_span)
         times = time_grid(t0, t1, n_steps)
-        idx = self._start_cells(adata, source, indices)
+        idx = self._start_cells(adata, route.source, indices)
         z0, batch, library = self._cell_inputs(adata, idx, library_size)
         self.module.eval()
         vel = self.module.velocity
-        path = simulate(vel, z0, times.to(z0.device), method=method, batch_size=batch_size, with_grad=with_grad)
+        with torch.no_grad() if not with_grad else torch.enable_grad():
+            c = route.condition(vel)
+        states = simulate(
+            vel.bind(c), z0, times.to(z0.device), method=method, batch_size=batch_size, with_grad=with_grad
+        )
         expression = None
         gene_idx, gene_names = self._gene_index(genes)
         if decode:
-            expression = self._decode_path(path, batch, library, times, target, t1, gene_idx, batch_size, with_grad)
-        latent: torch.Tensor | np.ndarray = path if with_grad else path.cpu().numpy()
+            expression = self._decode_path(states, batch, library, times, route, t1, gene_idx, batch_size, with_grad)
+        latent: torch.Tensor | np.ndarray = states if with_grad else states.cpu().numpy()
         return TrajectoryResult(
             latent=latent,
             times=times.numpy(),
             expression=expression,
             genes=gene_names if decode else [],
             cells=list(adata.obs_names[idx]),
-            source=source,
-            target=target,
+            source=route.source,
+            target=route.target,
+            path=route.path,
+            dose=route.dose,
+        )
+
+    def _route(
+        self, source: str | None, target: str | None, path: str | None, t_span_given: bool, dose: float | None
+    ) -> Route:
+        """The trained path (or composition) to follow; its default dose is the mean dose of the path's cells."""
+        paths = self.trained_paths()
+        default = 1.0
+        if dose is None and REGISTRY_KEYS.DOSE_KEY in self.adata_manager.data_registry:
+            start = source if source is not None else paths.paths[next(iter(paths.paths))][0]
+            name = path if path in paths.paths else None
+            if path is None:
+                try:
+                    name = paths.path_of(start, target)
+                except ValueError:
+                    name = None  # several paths: resolve_route says so
+            if name is not None:
+                doses = np.asarray(self.get_from_registry(self.adata, REGISTRY_KEYS.DOSE_KEY), dtype=float).reshape(-1)
+                labels = np.asarray(self.conditions, dtype=object)[self.get_condition_codes()]
+                reached = np.isin(labels, paths.paths[name][1:])
+                default = float(doses[reached].mean()) if reached.any() else 1.0
+        return resolve_route(
+            paths, source=source, target=target, path=path, t_span_given=t_span_given, dose=dose, default_dose=default
         )
 
     def _decode_path(
@@ -273,7 +328,7 @@ class InferenceMixin:
         batch: torch.Tensor,
         library: torch.Tensor,
         times: torch.Tensor,
-        target: str | None,
+        route: Route,
         t_end: float,
         gene_idx: torch.Tensor | None,
         batch_size: int,
@@ -289,7 +344,7 @@ class InferenceMixin:
                 parts = []
                 for i in range(0, path.shape[1], batch_size):
                     sl = slice(i, i + batch_size)
-                    mixture = self._mixture_at(t, target, float(t_end))
+                    mixture = self._mixture_at(t, route, float(t_end))
                     parts.append(self._decode(path[k, sl], library[sl], batch[sl], mixture, gene_idx))
                 frame = torch.cat(parts) if parts else torch.zeros(0, n_genes)
                 if with_grad:
@@ -305,6 +360,8 @@ class InferenceMixin:
         source: str,
         target: str | None = None,
         t_span: tuple[float, float] | None = None,
+        path: str | None = None,
+        dose: float | None = None,
         indices: Sequence[int] | None = None,
         n_samples: int = 1,
         n_steps: int = 100,
@@ -322,7 +379,7 @@ class InferenceMixin:
         ----------
         adata
             AnnData with the model's genes (default: the model's own).
-        source, target, t_span, indices, n_steps, method, batch_size, library_size
+        source, target, t_span, path, dose, indices, n_steps, method, batch_size, library_size
             As in :meth:`simulate_trajectory`.
         n_samples
             Predicted cells per source cell (independent NB samples of the same mean).
@@ -347,11 +404,14 @@ class InferenceMixin:
             source=source,
             target=target,
             t_span=t_span,
+            path=path,
+            dose=dose,
             n_steps=n_steps,
             method=method,
             decode=False,
             batch_size=batch_size,
         )
+        route = self._route(result.source, result.target, result.path, result.target is None, result.dose)
         adata = self._validate_anndata(adata)
         idx = adata.obs_names.get_indexer(result.cells)
         _, batch, library = self._cell_inputs(adata, idx, library_size)
@@ -364,7 +424,7 @@ class InferenceMixin:
                         z_end[i : i + batch_size],
                         library[i : i + batch_size],
                         batch[i : i + batch_size],
-                        self._mixture_at(t_end, result.target, t_end),
+                        self._mixture_at(t_end, route, t_end),
                         None,
                     )
                     for i in range(0, len(idx), batch_size)
@@ -401,6 +461,8 @@ class InferenceMixin:
                 "n_samples": int(n_samples),
                 "n_steps": int(n_steps),
                 "method": method,
+                "path": "" if result.path is None else result.path,
+                "dose": float(result.dose),
             }
         }
         return out

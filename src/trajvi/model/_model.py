@@ -16,7 +16,7 @@ from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy, global_rank
 from trajvi._logging import logger
-from trajvi._types import ADVERSARIAL_TARGETS, AdversarialTarget, check_option
+from trajvi._types import ADVERSARIAL_TARGETS, AdversarialTarget, Composition, check_option
 from trajvi.data import validate_anndata
 from trajvi.diagnostics import monitor_callbacks
 from trajvi.module import TrajVIModule
@@ -79,6 +79,12 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         Width of the condition embedding used by the decoder.
     n_hidden_velocity, n_layers_velocity
         Width and depth of the velocity field's state-dependent part (phase 2).
+    n_condition_velocity
+        Width of the vector ``c`` that tells the velocity field what a path does (its perturbation,
+        combination, dose or branch; phase 2).
+    composition
+        How the vectors of a combination's components combine: ``"sum"`` or ``"deepset"`` (a small network
+        over the sum); see the benchmarks for the measurements.
 
     Examples
     --------
@@ -110,6 +116,8 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         n_condition_embed: int = 16,
         n_hidden_velocity: int = 128,
         n_layers_velocity: int = 3,
+        n_condition_velocity: int = 16,
+        composition: Composition = "sum",
     ) -> None:
         super().__init__(adata)
         for name, value in {
@@ -124,6 +132,9 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             if int(value) < 1:
                 msg = f"{name}={value}; it must be a positive integer."
                 raise ValueError(msg)
+        if int(n_condition_velocity) < 0:
+            msg = f"n_condition_velocity={n_condition_velocity}; it must be >= 0 (0: a field that ignores the path)."
+            raise ValueError(msg)
         if not 0.0 <= dropout_rate < 1.0:
             msg = f"dropout_rate={dropout_rate}; it must be in [0, 1)."
             raise ValueError(msg)
@@ -157,6 +168,8 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             n_adversary_classes=n_classes,
             n_hidden_velocity=n_hidden_velocity,
             n_layers_velocity=n_layers_velocity,
+            n_condition_velocity=n_condition_velocity,
+            composition=composition,
             use_size_factor=REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry,
         )
         self.adversarial_target = adversarial_target
@@ -180,6 +193,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
         batch_key: str | None = None,
         time_key: str | None = None,
         size_factor_key: str | None = None,
+        dose_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Check an AnnData and register its counts and conditions with scvi-tools.
@@ -202,6 +216,10 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             (constant within a condition), for time courses.
         size_factor_key
             Numeric column of ``obs`` with size factors, used instead of observed library sizes.
+        dose_key
+            Numeric column of ``obs`` with the dose of each cell's perturbation (finite, >= 0; 0 for controls).
+            Phase 2 scales what a path does by the dose of the cells it reaches, so unseen doses can be asked
+            for (``predict(..., dose=...)``).
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields` (``load()`` uses it).
 
@@ -211,7 +229,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             A named key is not in ``obs`` or ``layers`` (the message lists the available ones).
         ValueError
             Counts are negative, non-finite or not integers; the condition has a single category;
-            the time varies within a condition; size factors are not positive.
+            the time varies within a condition; size factors are not positive; doses are negative or not finite.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         validate_anndata(
@@ -221,6 +239,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             batch_key=batch_key,
             time_key=time_key,
             size_factor_key=size_factor_key,
+            dose_key=dose_key,
         )
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
@@ -228,6 +247,7 @@ class TrajVI(InferenceMixin, TrajectoryMixin, RNASeqMixin, VAEMixin, BaseModelCl
             CategoricalObsField(REGISTRY_KEYS.CONDITION_KEY, condition_key),
             NumericalObsField(REGISTRY_KEYS.TIME_KEY, time_key, required=False),
             NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+            NumericalObsField(REGISTRY_KEYS.DOSE_KEY, dose_key, required=False),
         ]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)

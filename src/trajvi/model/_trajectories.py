@@ -14,15 +14,17 @@ from trajvi.train import VelocityFitSettings, VelocityTrainingPlan, check_plan_k
 from trajvi.trajectory import (
     DEFAULT_PENALTIES,
     CouplingConfig,
-    check_path,
+    PathSet,
     fit_trajectories,
     path_times,
+    resolve_paths,
 )
 from trajvi.trajectory import ot_device as resolve_ot_device
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
+    import pandas as pd
     from anndata import AnnData
     from scvi.data import AnnDataManager
 
@@ -61,7 +63,12 @@ class TrajectoryMixin:
     # -- state and checks --------------------------------------------------------------------------
     def _init_trajectory_state(self) -> None:
         self.is_trajectory_trained_ = False
-        self.trajectory_path_: list[str] | None = None
+        self.trajectory_paths_: dict[str, list[str]] | None = None  # name -> conditions, every trained path
+        self.trajectory_path_times_: dict[str, list[float]] | None = None
+        self.perturbation_components_: list[str] | None = None
+        self.combination_delimiter_: str | None = "+"
+        self.perturbation_features_: pd.DataFrame | None = None
+        self.trajectory_path_: list[str] | None = None  # the first trained path (as before several paths)
         self.trajectory_times_: list[float] | None = None
         self.residual_penalty_: float | None = None
         self.couple_within_: str | None = None
@@ -93,23 +100,46 @@ class TrajectoryMixin:
         codes = self.get_condition_codes(adata)
         return {self.conditions[c]: float(times[codes == c][0]) for c in np.unique(codes)}
 
+    def trained_paths(self) -> PathSet:
+        """The trained paths, their times and components (a :class:`~trajvi.trajectory.PathSet`)."""
+        self._require_phase2()
+        paths = self.trajectory_paths_
+        if paths is None:  # a model saved before fields held several paths: its one path
+            assert self.trajectory_path_ is not None and self.trajectory_times_ is not None
+            paths = {self.trajectory_path_[-1]: list(self.trajectory_path_)}
+            times = {self.trajectory_path_[-1]: list(self.trajectory_times_)}
+            return PathSet(paths, times, [], None, None)
+        assert self.trajectory_path_times_ is not None and self.perturbation_components_ is not None
+        return PathSet(
+            dict(paths),
+            dict(self.trajectory_path_times_),
+            list(self.perturbation_components_),
+            self.combination_delimiter_,
+            self.perturbation_features_,
+        )
+
     def _time_of(self, condition: str) -> float:
-        if self.trajectory_path_ and condition in self.trajectory_path_:
+        if self.trajectory_paths_ is not None and self.trajectory_path_times_ is not None:
+            for name, conds in self.trajectory_paths_.items():
+                if condition in conds:
+                    return self.trajectory_path_times_[name][conds.index(condition)]
+        elif self.trajectory_path_ and condition in self.trajectory_path_:
             assert self.trajectory_times_ is not None  # set with the path
             return self.trajectory_times_[self.trajectory_path_.index(condition)]
         known = self.condition_times()
         if known is not None and condition in known:
             return known[condition]
         msg = (
-            f"the time of condition {condition!r} is unknown: it is not on the trained path {self.trajectory_path_} "
-            "and no time_key was registered. Pass t_span=(start, end) instead."
+            f"the time of condition {condition!r} is unknown: it is on no trained path "
+            f"({list(self.trajectory_paths_ or [])}) and no time_key was registered. Pass t_span=(start, end) instead."
         )
         raise ValueError(msg)
 
     def train_trajectories(
         self,
-        path: Sequence[str],
+        path: Sequence[str] | Sequence[Sequence[str]] | Mapping[str, Sequence[str]] | None = None,
         *,
+        control: str | None = None,
         couple_within: str | None = None,
         ot_method: OTMethod = "exact",
         max_epochs: int = 100,
@@ -126,6 +156,9 @@ class TrajectoryMixin:
         group_weighting: GroupWeighting = "balanced",
         pairs_per_epoch: int | None = None,
         indices: Sequence[int] | None = None,
+        combination_delimiter: str | None = "+",
+        perturbation_features: pd.DataFrame | None = None,
+        max_folds: int | None = 12,
         seed: int | None = None,
         monitor_gradients_every_n_steps: int | None = None,
         check_gradients_every_n_epochs: int | None = None,
@@ -136,14 +169,18 @@ class TrajectoryMixin:
         plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
-        """Fit phase 2: couple consecutive conditions by optimal transport and fit the velocity field.
+        """Fit phase 2: couple consecutive conditions by optimal transport and fit one velocity field on every path.
 
         The phase-1 encoder is frozen: cells are encoded once (posterior means). For each consecutive pair
-        of conditions on ``path``, the source and target latents are z-scored separately and coupled with
+        of conditions on each path, the source and target latents are z-scored separately and coupled with
         POT (within groups of ``couple_within`` when given); pairs drawn by plan mass train the velocity
-        field by flow matching on the straight path between the paired latents, in the unstandardised
-        latent, over the real times of a registered ``time_key`` (else ``t`` in ``[0, 1]``). A second call
-        retrains phase 2 only (the field starts afresh).
+        field ``v(z, t, c)`` by flow matching on the straight path between the paired latents, in the
+        unstandardised latent, over the real times of a registered ``time_key`` (else ``t`` in ``[0, 1]``
+        along each path). ``c`` tells the field what the path does: the vectors of the path's components
+        (a perturbation; the parts of a combination ``"A+B"``; a branch of a time course), composed and
+        scaled by the dose of the cells (a registered ``dose_key``). So one model predicts every trained
+        path, combinations of trained components, other doses and, with ``perturbation_features``,
+        perturbations never trained on. A second call retrains phase 2 only (the field starts afresh).
 
         Under DDP (``strategy="ddp_find_unused_parameters_true"``, see ``docs/distributed.md``) every process
         encodes the cells and computes the couplings itself (deterministic pre-processing from the same
@@ -154,7 +191,14 @@ class TrajectoryMixin:
         Parameters
         ----------
         path
-            Ordered conditions, e.g. ``["control", "stimulated"]`` or ``["d0", "d2", "d4", "d7"]``.
+            One path of ordered conditions (``["control", "IFNb"]``, ``["d0", "d2", "d4", "d7"]``), several
+            (``[["control", "IFNb"], ["control", "LPS"], ["d0", "d2", "d7"]]``), or named paths
+            (``{"ASG": ["prog", "ASG_early", "ASG"], "AWA": ["prog", "AWA_early", "AWA"]}``: branches that
+            share a start). A path is named after its last condition unless named; the name says what it
+            does, split on ``combination_delimiter`` into components.
+        control
+            The short form: ``control="control"`` trains ``[control, X]`` for every other condition ``X``
+            (instead of ``path``).
         couple_within
             Column of ``obs`` (such as the cell type): couple only cells of the same group. Groups that
             lack a side are left out with a logged note.
@@ -169,10 +213,11 @@ class TrajectoryMixin:
             Learning rate of the velocity field.
         residual_penalty
             Weight of the squared state-dependent residual of the field (a large value leaves a pure
-            time-dependent shift). ``"auto"`` chooses among ``penalties`` by leave-one-group-out validation
-            inside the training data: each group of ``couple_within`` in turn (or, without groups, each
-            interior time point of the path) is left out, a field is fit on the rest, and its prediction
-            of the left-out cells is scored by the energy distance in the latent. Under DDP this selection
+            time-dependent shift). ``"auto"`` chooses among ``penalties`` by leave-one-out validation inside
+            the training data: each (group of ``couple_within``, path) with cells at every condition of the
+            path in turn (or, without groups, each interior time point of a path) is left out of that path,
+            a field is fit on the rest, and its prediction of the left-out cells is scored by the energy
+            distance in the latent. Under DDP this selection
             is not distributed: every process runs it in full (from its own random initialisation of the
             validation fits), and all train with rank 0's choice.
         penalties
@@ -199,6 +244,16 @@ class TrajectoryMixin:
             ``4 * batch_size``).
         indices
             Cells used in phase 2 (default: all).
+        combination_delimiter
+            Separator of the components of a combination in a path's name (``"A+B"``); ``None``: names are
+            never split.
+        perturbation_features
+            Features of the components (a DataFrame indexed by component name, e.g. gene or compound
+            embeddings): the field then computes each component's vector from its features instead of
+            learning one per component, so a component never trained on can be predicted from its row. Every
+            trained component needs a row.
+        max_folds
+            Most leave-one-out folds of ``residual_penalty="auto"`` (drawn with ``seed`` when there are more).
         seed
             Seed of the coupling and the pair draws (default: ``scvi.settings.seed``, or 0 when it is unset).
         monitor_gradients_every_n_steps
@@ -230,7 +285,17 @@ class TrajectoryMixin:
         import scvi
 
         self._require_phase1()
-        path = check_path(path, self.conditions)
+        named = resolve_paths(path, self.conditions, control=control)
+        known_times = self.condition_times()
+        paths = PathSet.build(
+            named,
+            {name: path_times(conds, known_times) for name, conds in named.items()},
+            delimiter=combination_delimiter,
+            features=perturbation_features,
+        )
+        if max_folds is not None and int(max_folds) < 1:
+            msg = f"max_folds={max_folds}; it must be at least 1 (or None: every fold)."
+            raise ValueError(msg)
         if residual_penalty != "auto" and (not isinstance(residual_penalty, int | float) or residual_penalty < 0):
             msg = f"residual_penalty={residual_penalty!r}; use 'auto' or a number >= 0."
             raise ValueError(msg)
@@ -262,13 +327,15 @@ class TrajectoryMixin:
             group_weighting=group_weighting,
             seed=seed,
         )
-        times = path_times(path, self.condition_times())
         keep = np.zeros(self.adata.n_obs, dtype=bool)
         keep[np.arange(self.adata.n_obs) if indices is None else np.asarray(indices)] = True
         groups = None
         if couple_within is not None:
             groups = check_obs_key(self.adata, couple_within, parameter="couple_within").astype(str).to_numpy()
         labels = np.asarray(self.conditions, dtype=object)[self.get_condition_codes()]
+        doses = None
+        if REGISTRY_KEYS.DOSE_KEY in self.adata_manager.data_registry:
+            doses = np.asarray(self.get_from_registry(self.adata, REGISTRY_KEYS.DOSE_KEY), dtype=float).reshape(-1)
         z = self.get_latent_representation().astype(np.float32)
         trainer_kwargs["callbacks"] = [
             *trainer_kwargs.get("callbacks", []),
@@ -285,9 +352,10 @@ class TrajectoryMixin:
             labels=labels,
             groups=groups,
             keep=keep,
-            path=path,
-            times=times,
+            paths=paths,
             coupling=coupling,
+            doses=doses,
+            max_folds=max_folds,
             settings=settings,
             residual_penalty=residual_penalty,
             penalties=penalties,
@@ -301,8 +369,14 @@ class TrajectoryMixin:
             devices=devices,
             trainer_kwargs=trainer_kwargs,
         )
-        self.trajectory_path_ = fit.path
-        self.trajectory_times_ = fit.times
+        self.trajectory_paths_ = fit.paths.paths
+        self.trajectory_path_times_ = fit.paths.times
+        self.perturbation_components_ = fit.paths.components
+        self.combination_delimiter_ = fit.paths.delimiter
+        self.perturbation_features_ = fit.paths.features
+        first = next(iter(fit.paths.paths))
+        self.trajectory_path_ = fit.paths.paths[first]
+        self.trajectory_times_ = fit.paths.times[first]
         self.residual_penalty_ = fit.residual_penalty
         self.couple_within_ = couple_within
         self.trajectory_validation_ = fit.validation

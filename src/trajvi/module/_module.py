@@ -7,6 +7,7 @@ dict, never the training plan.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from scvi.distributions import NegativeBinomial
@@ -28,6 +29,9 @@ from ._losses import (
     negative_binomial_log_likelihood,
 )
 from ._velocity import VelocityField
+
+if TYPE_CHECKING:
+    from trajvi._types import Composition
 
 
 @dataclass
@@ -62,6 +66,8 @@ class TrajVIModule(BaseModuleClass):
         Width of the discriminator's two hidden layers.
     n_hidden_velocity, n_layers_velocity
         Size of the velocity field's residual network (phase 2).
+    n_condition_velocity, composition
+        Width of the velocity field's condition vector and how a combination's components compose.
     use_size_factor
         Whether library sizes come from registered size factors instead of the observed totals.
     """
@@ -83,6 +89,8 @@ class TrajVIModule(BaseModuleClass):
         n_hidden_adversary: int = 64,
         n_hidden_velocity: int = 128,
         n_layers_velocity: int = 3,
+        n_condition_velocity: int = 16,
+        composition: Composition = "sum",
         use_size_factor: bool = False,
     ) -> None:
         super().__init__()
@@ -117,7 +125,13 @@ class TrajVIModule(BaseModuleClass):
             logits=True,
             use_batch_norm=False,
         )
-        self.velocity = VelocityField(n_latent, n_hidden=n_hidden_velocity, n_layers=n_layers_velocity)
+        self.velocity = VelocityField(
+            n_latent,
+            n_hidden=n_hidden_velocity,
+            n_layers=n_layers_velocity,
+            n_condition=n_condition_velocity,
+            composition=composition,
+        )
 
     # -- parameter groups (one optimizer each) -------------------------------------------------
     def vae_parameters(self) -> list[nn.Parameter]:

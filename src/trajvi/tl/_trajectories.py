@@ -28,6 +28,8 @@ def trajectories(
     source: str | None = None,
     target: str | None = None,
     t_span: tuple[float, float] | None = None,
+    path: str | None = None,
+    dose: float | None = None,
     indices: Sequence[int] | None = None,
     n_steps: int = 50,
     method: Integrator = "euler",
@@ -44,7 +46,7 @@ def trajectories(
         AnnData with the model's genes.
     model
         A :class:`~trajvi.TrajVI` with a trained velocity field (:meth:`~trajvi.TrajVI.train_trajectories`).
-    source, target, t_span, indices, n_steps, method, batch_size
+    source, target, t_span, path, dose, indices, n_steps, method, batch_size
         As in :meth:`~trajvi.TrajVI.simulate_trajectory`.
     latent_key
         ``obsm`` key of the latent of every cell (written by :func:`~trajvi.tl.latent` when missing), used
@@ -79,12 +81,13 @@ def trajectories(
         source=source,
         target=target,
         t_span=t_span,
+        path=path,
+        dose=dose,
         n_steps=n_steps,
         method=method,
         decode=False,
         batch_size=batch_size,
     )
-    assert model.trajectory_path_ is not None  # set with the phase-2 fit that _require_phase2 checked
     rows = adata.obs_names.get_indexer(result.cells)
     n_times, _, n_latent = result.latent.shape
     paths = np.full((adata.n_obs, n_times, n_latent), np.nan, dtype=np.float32)
@@ -102,7 +105,9 @@ def trajectories(
             "n_steps": int(n_steps),
             "method": method,
             "latent_key": latent_key,
-            "path": list(model.trajectory_path_),
+            "path": list(model.trained_paths().paths[result.path]) if result.path is not None else [],
+            "path_name": "" if result.path is None else result.path,
+            "dose": float(result.dose),
         },
     }
     logger.info("added %r, latent paths of %d cells (adata.obsm) and their times (adata.uns)", key_added, len(rows))

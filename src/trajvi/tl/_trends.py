@@ -30,6 +30,8 @@ def gene_trends(
     source: str | None = None,
     target: str | None = None,
     t_span: tuple[float, float] | None = None,
+    path: str | None = None,
+    dose: float | None = None,
     groupby: str | None = None,
     indices: Sequence[int] | None = None,
     n_steps: int = 50,
@@ -52,7 +54,7 @@ def gene_trends(
         A :class:`~trajvi.TrajVI` with a trained velocity field.
     genes
         Gene names.
-    source, target, t_span, indices, n_steps, method, batch_size
+    source, target, t_span, path, dose, indices, n_steps, method, batch_size
         As in :meth:`~trajvi.TrajVI.simulate_trajectory`.
     groupby
         Column of ``obs`` to summarise per group (e.g. the cell type of the source cells).
@@ -78,6 +80,8 @@ def gene_trends(
         source=source,
         target=target,
         t_span=t_span,
+        path=path,
+        dose=dose,
         n_steps=n_steps,
         method=method,
         genes=genes,
@@ -110,7 +114,14 @@ def gene_trends(
                 )
             )
     out = pd.concat(frames, ignore_index=True)
-    params = {"source": result.source, "target": result.target, "scale": scale, "groupby": groupby}
+    params = {
+        "source": result.source,
+        "target": result.target,
+        "path": result.path,
+        "dose": float(result.dose),
+        "scale": scale,
+        "groupby": groupby,
+    }
     out.attrs["params"] = params
     if key_added is not None and not skip_on_other_ranks("tl.gene_trends"):
         stored = {k: "" if v is None else v for k, v in params.items()}

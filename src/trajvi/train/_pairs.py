@@ -16,7 +16,24 @@ if TYPE_CHECKING:
 
 @dataclass
 class Segment:
-    """One step of a trajectory path: source and target latents, their times and the coupling between them."""
+    """One step of a trajectory path: source and target latents, their times and the coupling between them.
+
+    Attributes
+    ----------
+    name
+        ``"source->target"``.
+    z_source, z_target
+        Latent states of the two sets.
+    t_source, t_target
+        Their times.
+    coupling
+        The optimal-transport coupling between them.
+    weights
+        What the path does, as weights over the velocity field's components (``(n_components,)``; a
+        combination ``"A+B"`` has two ones); ``None``: an unconditional field.
+    dose_target
+        Dose of each target cell (it scales the weights of the pairs that end there); ``None``: 1.
+    """
 
     name: str
     z_source: np.ndarray
@@ -24,25 +41,36 @@ class Segment:
     t_source: float
     t_target: float
     coupling: Coupling
+    weights: np.ndarray | None = None
+    dose_target: np.ndarray | None = None
 
 
 def draw_pairs(
     segments: list[Segment], n_pairs: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw about ``n_pairs`` pairs, shared equally by the segments, by plan mass.
 
-    Returns float32 tensors ``z0``, ``z1`` ``(n, d)`` and ``t0``, ``t1`` ``(n,)``.
+    Returns float32 tensors ``z0``, ``z1`` ``(n, d)``, ``t0``, ``t1`` ``(n,)`` and the condition weights
+    ``w`` ``(n, n_components)`` of each pair (its segment's weights times the dose of its target cell;
+    ``(n, 0)`` for unconditional segments).
     """
+    widths = {0 if seg.weights is None else len(seg.weights) for seg in segments}
+    if len(widths) > 1:
+        msg = f"segments have condition weights of different lengths {sorted(widths)}; give every segment the same."
+        raise ValueError(msg)
     per_segment = max(1, int(np.ceil(n_pairs / len(segments))))
-    z0, z1, t0, t1 = [], [], [], []
+    z0, z1, t0, t1, w = [], [], [], [], []
     for seg in segments:
         i, j = seg.coupling.sample(per_segment, rng)
         z0.append(seg.z_source[i])
         z1.append(seg.z_target[j])
         t0.append(np.full(len(i), seg.t_source))
         t1.append(np.full(len(i), seg.t_target))
+        weights = np.zeros(0) if seg.weights is None else np.asarray(seg.weights, dtype=np.float64)
+        dose = np.ones(len(j)) if seg.dose_target is None else np.asarray(seg.dose_target, dtype=np.float64)[j]
+        w.append(dose[:, None] * weights[None, :])
     as_tensor = lambda parts: torch.as_tensor(np.concatenate(parts), dtype=torch.float32)  # noqa: E731
-    return as_tensor(z0), as_tensor(z1), as_tensor(t0), as_tensor(t1)
+    return as_tensor(z0), as_tensor(z1), as_tensor(t0), as_tensor(t1), as_tensor(w)
 
 
 class PairBatches(Dataset):
@@ -80,7 +108,9 @@ class PairBatches(Dataset):
 
 
 class PairDataModule(pl.LightningDataModule):
-    """Batches of coupled latent pairs ``(z0, z1, t0, t1, tau)``, redrawn from the couplings every epoch.
+    """Batches of coupled latent pairs ``(z0, z1, t0, t1, tau, w)``, redrawn from the couplings every epoch.
+
+    ``w`` ``(n, n_components)`` says what each pair's path does (see :func:`draw_pairs`).
 
     ``tau`` ``(n, 1)`` is each pair's position on its straight path (uniform in ``[0, 1)``), drawn from the
     same seeded generator as the pairs: a velocity fit then depends on its seed alone, not on the global
@@ -131,11 +161,11 @@ class PairDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """A fresh draw of pairs in random order, cut into minibatches (the trainer reloads it every epoch)."""
-        pairs = draw_pairs(self.segments, self.pairs_per_epoch, self.rng)
-        n = pairs[0].shape[0]
+        z0, z1, t0, t1, w = draw_pairs(self.segments, self.pairs_per_epoch, self.rng)
+        n = z0.shape[0]
         order = torch.as_tensor(self.rng.permutation(n))  # mixes the segments
         tau = torch.as_tensor(self.rng.random((n, 1), dtype=np.float32))
-        batches = PairBatches((*(t[order] for t in pairs), tau), self.batch_size)
+        batches = PairBatches((z0[order], z1[order], t0[order], t1[order], tau, w[order]), self.batch_size)
         trainer = getattr(self, "trainer", None)
         if trainer is None or trainer.world_size == 1:
             return DataLoader(batches, batch_size=None)

@@ -108,10 +108,11 @@ def flow_matching_step(
     residual_penalty: float,
     backward_and_step: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One flow-matching step of ``field`` on a minibatch of pairs ``(z0, z1, t0, t1[, tau])``.
+    """One flow-matching step of ``field`` on a minibatch of pairs ``(z0, z1, t0, t1[, tau[, w]])``.
 
     ``tau`` (the positions on the straight paths, :class:`~trajvi.train.PairDataModule` draws them) is drawn
-    here from the global random state when the batch has none.
+    here from the global random state when the batch has none; ``w`` are the pairs' condition weights
+    (:func:`~trajvi.train.draw_pairs`), composed into the field's condition vectors.
 
     ``backward_and_step(loss)`` backpropagates and takes the guarded optimizer step; it returns the
     gradient norm before clipping and whether the step was kept. Returns the flow-matching and residual
@@ -119,7 +120,8 @@ def flow_matching_step(
     """
     z0, z1, t0, t1, *rest = batch
     tau = rest[0] if rest else None
-    loss, fm, res = flow_matching_loss(field, z0, z1, t0, t1, residual_penalty=residual_penalty, tau=tau)
+    c = field.condition(rest[1], z0.shape[0]) if len(rest) > 1 else None
+    loss, fm, res = flow_matching_loss(field, z0, z1, t0, t1, residual_penalty=residual_penalty, tau=tau, c=c)
     norm, kept = backward_and_step(loss)
     return fm, res, norm, kept
 
@@ -195,7 +197,7 @@ class VelocityTrainingPlan(GuardedTrainingPlan):
     """Training plan of phase 2: flow matching of the module's velocity field on coupled latent pairs.
 
     One optimizer, built by :class:`VelocityFitSettings` like every velocity fit's; batches are
-    ``(z0, z1, t0, t1, tau)`` from a :class:`~trajvi.train.PairDataModule`. The count model stays frozen (it
+    ``(z0, z1, t0, t1, tau, w)`` from a :class:`~trajvi.train.PairDataModule`. The count model stays frozen (it
     gets no gradient and its optimizer does not exist).
 
     Parameters

@@ -3,6 +3,8 @@
 Between :mod:`trajvi.transport` / :mod:`trajvi.dynamics` / :mod:`trajvi.train` and the model class:
 :meth:`trajvi.TrajVI.train_trajectories` encodes the cells and hands them to :func:`fit_trajectories`.
 
+- :func:`resolve_paths`, :class:`PathSet`: the paths of one field, named by what they do (a perturbation, a
+  combination ``"A+B"``, a branch), and their weights over the field's components;
 - :func:`check_path`, :func:`path_times`, :func:`build_segments`, :func:`build_folds`: a path's segments,
   coupled with a :class:`CouplingConfig`, and the leave-one-out folds inside the training data;
 - :func:`select_residual_penalty`: the residual penalty chosen on those folds, with the same fitting step
@@ -12,7 +14,8 @@ Between :mod:`trajvi.transport` / :mod:`trajvi.dynamics` / :mod:`trajvi.train` a
 
 from ._config import CouplingConfig, ot_device
 from ._fit import FALLBACK_PENALTY, TrajectoryFit, fit_trajectories
-from ._paths import Fold, build_folds, build_segments, check_path, path_times
+from ._paths import Fold, build_all_segments, build_folds, build_segments
+from ._pathset import PathSet, check_path, components_of, path_times, resolve_paths
 from ._selection import DEFAULT_PENALTIES, score_fold, select_residual_penalty
 
 __all__ = [
@@ -20,13 +23,17 @@ __all__ = [
     "FALLBACK_PENALTY",
     "CouplingConfig",
     "Fold",
+    "PathSet",
     "TrajectoryFit",
+    "build_all_segments",
     "build_folds",
     "build_segments",
     "check_path",
+    "components_of",
     "fit_trajectories",
     "ot_device",
     "path_times",
+    "resolve_paths",
     "score_fold",
     "select_residual_penalty",
 ]

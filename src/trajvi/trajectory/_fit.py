@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
 
 from trajvi._logging import logger
 from trajvi.train import PairDataModule, VelocityFitSettings, VelocityTrainingPlan, report_guards
 
-from ._paths import build_folds, build_segments
+from ._paths import build_all_segments, build_folds
 from ._selection import DEFAULT_PENALTIES, select_residual_penalty
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from scvi.model.base import BaseModelClass
 
     from ._config import CouplingConfig
+    from ._pathset import PathSet
 
 #: Penalty used when no leave-one-out fold exists (a residual as strong as the drift is costly).
 FALLBACK_PENALTY = 1.0
@@ -36,8 +38,8 @@ class TrajectoryFit:
 
     Attributes
     ----------
-    path, times
-        The conditions in order and their times.
+    paths
+        The trained paths, their times and components.
     residual_penalty
         The penalty the final fit used (chosen, or given).
     validation
@@ -50,8 +52,7 @@ class TrajectoryFit:
         and of pairs per epoch (``pairs_per_epoch``).
     """
 
-    path: list[str]
-    times: list[float]
+    paths: PathSet
     residual_penalty: float
     validation: dict[str, dict[str, float]] | None
     timing: dict[str, float] = field(default_factory=dict)
@@ -64,9 +65,10 @@ def fit_trajectories(
     labels: np.ndarray,
     groups: np.ndarray | None,
     keep: np.ndarray,
-    path: list[str],
-    times: list[float],
+    paths: PathSet,
     coupling: CouplingConfig,
+    doses: np.ndarray | None = None,
+    max_folds: int | None = 12,
     settings: VelocityFitSettings,
     residual_penalty: float | Literal["auto"],
     penalties: Sequence[float] = DEFAULT_PENALTIES,
@@ -80,7 +82,10 @@ def fit_trajectories(
     devices: int | list[int] | str = "auto",
     trainer_kwargs: dict[str, Any] | None = None,
 ) -> TrajectoryFit:
-    """Couple the segments of ``path``, choose the residual penalty if asked, and fit the model's velocity field.
+    """Couple the segments of every path, choose the residual penalty if asked, and fit the model's velocity field.
+
+    One field ``v(z, t, c)`` is trained on the pairs of every segment of every path together; ``c`` is the
+    path's composition of the field's components (:class:`PathSet`).
 
     Parameters
     ----------
@@ -89,10 +94,14 @@ def fit_trajectories(
         history are used).
     z, labels, groups, keep
         Latent states, condition names, ``couple_within`` groups (or ``None``) and the usable cells.
-    path, times
-        The conditions in order and their times.
+    paths
+        The paths, their times and components.
     coupling
         How every segment (and every validation fold) is coupled.
+    doses
+        Dose of each cell (``dose_key``), or ``None``.
+    max_folds
+        Most validation folds (drawn with ``seed`` when there are more).
     settings
         Optimizer and guards of every velocity fit (its ``residual_penalty`` is replaced by the chosen one).
     residual_penalty
@@ -109,7 +118,8 @@ def fit_trajectories(
     """
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    segments = build_segments(z, labels, groups, path, times, keep, coupling)
+    by_path = build_all_segments(paths, z, labels, groups, keep, coupling, doses=doses)
+    segments = [seg for segs in by_path.values() for seg in segs]
     timing["coupling_s"] = time.perf_counter() - started
     block_seconds = np.concatenate([s.coupling.solve_seconds for s in segments])
     timing["coupling_blocks_s"] = float(block_seconds.sum())
@@ -120,13 +130,17 @@ def fit_trajectories(
     timing["pairs_per_epoch"] = float(pairs)
 
     module = model.module
-    module.velocity.reset_parameters()
-    module.velocity.set_time_range(min(times), max(times))
+    features = None if paths.features is None else paths.features.loc[paths.components].to_numpy(dtype=np.float32)
+    module.velocity.set_components(len(paths.components), None if features is None else torch.as_tensor(features))
+    all_times = [t for times in paths.times.values() for t in times]
+    module.velocity.set_time_range(min(all_times), max(all_times))
 
     table = None
     started = time.perf_counter()
     if residual_penalty == "auto":
-        folds = build_folds(z, labels, groups, path, times, keep, coupling)
+        folds = build_folds(
+            paths, by_path, z, labels, groups, keep, coupling, doses=doses, max_folds=max_folds, seed=seed
+        )
         if folds:
             logger.info(
                 "Choosing the residual penalty among %s by leave-one-out validation over %d folds (%d fits).",
@@ -190,8 +204,7 @@ def fit_trajectories(
     timing["fit_s"] = time.perf_counter() - started
     report_guards(plan)
     return TrajectoryFit(
-        path=path,
-        times=[float(t) for t in times],
+        paths=paths,
         residual_penalty=float(plan.residual_penalty),  # under DDP, rank 0's choice (see the plan)
         validation=table,
         timing=timing,

@@ -17,9 +17,10 @@ import pandas as pd
 from trajvi.train import Segment
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from ._config import CouplingConfig
+
+if TYPE_CHECKING:
+    from ._pathset import PathSet
 
 
 @dataclass
@@ -32,37 +33,7 @@ class Fold:
     t_start: float
     t_end: float
     z_truth: np.ndarray
-
-
-def check_path(path: Sequence[str], conditions: Sequence[str]) -> list[str]:
-    """The path as a list of condition names; an unknown or repeated condition raises a ``ValueError``."""
-    if isinstance(path, str):
-        msg = f"path={path!r} is a single string; give the conditions in order, e.g. {list(conditions[:2])}."
-        raise TypeError(msg)
-    names = [str(c) for c in path]
-    for name in names:
-        if name not in conditions:
-            msg = f"path={name!r} is not a condition; valid values: {list(conditions)}."
-            raise ValueError(msg)
-    if len(names) < 2 or len(set(names)) != len(names):
-        msg = f"path={names}; give at least two different conditions in order, e.g. {list(conditions[:2])}."
-        raise ValueError(msg)
-    return names
-
-
-def path_times(path: list[str], known: dict[str, float] | None) -> list[float]:
-    """Time of each condition of ``path``: the registered times, or evenly spaced in ``[0, 1]`` without them."""
-    if known is None:
-        return [float(t) for t in np.linspace(0.0, 1.0, len(path))]
-    missing = [c for c in path if c not in known]
-    if missing:
-        msg = f"condition(s) {missing} of the path have no cells, so their time is unknown."
-        raise ValueError(msg)
-    times = [float(known[c]) for c in path]
-    if any(b <= a for a, b in itertools.pairwise(times)):
-        msg = f"the times of the path {dict(zip(path, times, strict=True))} must increase along it; reorder path."
-        raise ValueError(msg)
-    return times
+    weights: np.ndarray | None = None  # the condition the start cells are pushed under (None: unconditional)
 
 
 def build_segments(
@@ -74,6 +45,8 @@ def build_segments(
     keep: np.ndarray,
     coupling: CouplingConfig,
     *,
+    weights: np.ndarray | None = None,
+    doses: np.ndarray | None = None,
     quiet: bool = False,
 ) -> list[Segment]:
     """Couple the cells of each consecutive pair of conditions on ``path``.
@@ -92,6 +65,10 @@ def build_segments(
         Boolean mask of the cells phase 2 may use.
     coupling
         How to couple.
+    weights
+        What the path does, over the field's components (:meth:`PathSet.weights`); ``None``: unconditional.
+    doses
+        Dose of each cell (it scales ``weights`` for the pairs ending at the cell); ``None``: 1.
     quiet
         Note left-out groups at debug level only (for the validation folds, which repeat the final fit's).
     """
@@ -111,65 +88,129 @@ def build_segments(
             target_name=tgt,
             quiet=quiet,
         )
-        segments.append(Segment(f"{src}->{tgt}", z[s_mask], z[t_mask], float(t0), float(t1), plan))
+        segments.append(
+            Segment(
+                f"{src}->{tgt}",
+                z[s_mask],
+                z[t_mask],
+                float(t0),
+                float(t1),
+                plan,
+                weights=weights,
+                dose_target=None if doses is None else doses[t_mask],
+            )
+        )
     return segments
 
 
-def build_folds(
+def build_all_segments(
+    paths: PathSet,
     z: np.ndarray,
     labels: np.ndarray,
     groups: np.ndarray | None,
-    path: list[str],
-    times: list[float],
     keep: np.ndarray,
     coupling: CouplingConfig,
+    *,
+    doses: np.ndarray | None = None,
+    quiet: bool = False,
+) -> dict[str, list[Segment]]:
+    """The segments of every path of ``paths``, by path name (each path coupled on its own)."""
+    return {
+        name: build_segments(
+            z,
+            labels,
+            groups,
+            conds,
+            paths.times[name],
+            keep,
+            coupling,
+            weights=paths.weights(name),
+            doses=doses,
+            quiet=quiet,
+        )
+        for name, conds in paths.paths.items()
+    }
+
+
+def build_folds(
+    paths: PathSet,
+    segments: dict[str, list[Segment]],
+    z: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    keep: np.ndarray,
+    coupling: CouplingConfig,
+    *,
+    doses: np.ndarray | None = None,
+    max_folds: int | None = 12,
+    seed: int = 0,
 ) -> list[Fold]:
     """Leave-one-out folds inside the training data, coupled quietly.
 
-    With groups, each group that has cells at every condition of the path is left out in turn: the field is
-    fit on the other groups and must carry the group's first-condition cells to its last-condition cells.
-    Without groups, each interior condition of a path of three or more is left out in turn and must be
-    reached from the previous one. A fold needs at least two cells on each side of its score (the energy
-    distance compares sets); fewer than two complete groups (and no interior condition) give no fold.
+    With groups, each (group, path) whose group has cells at every condition of the path is a fold: that
+    group's cells past the path's start are left out of that path (the other paths keep them, and keep their
+    couplings from ``segments``), and the field fit without them must carry the group's first-condition cells
+    to its last-condition cells under the path's condition. Without groups, each interior condition of a path
+    of three or more is left out of that path in turn and must be reached from the previous one. Only what
+    exists in the training data is left out, never a combination the user asks to predict (it is not there).
+    A fold needs at least two cells on each side of its score (the energy distance compares sets); fewer than
+    two such (group, path) pairs give no group folds. More than ``max_folds`` folds: that many, drawn with
+    ``seed``.
     """
-    folds: list[Fold] = []
-    if groups is not None:
-
-        def n_cells(g: str, condition: str) -> int:
-            return int((keep & (groups == g) & (labels == condition)).sum())
-
-        complete = [
-            g
-            for g in pd.unique(groups[keep])
-            if all(n_cells(g, c) >= 1 for c in path) and min(n_cells(g, path[0]), n_cells(g, path[-1])) >= 2
-        ]
-        if len(complete) < 2:
-            return []
-        for g in complete:
-            others = keep & (groups != g)
-            folds.append(
-                Fold(
-                    f"{g}",
-                    build_segments(z, labels, groups, path, times, others, coupling, quiet=True),
-                    z[keep & (groups == g) & (labels == path[0])],
-                    times[0],
-                    times[-1],
-                    z[keep & (groups == g) & (labels == path[-1])],
+    candidates: list[tuple[str, str, np.ndarray, list[str], list[float], np.ndarray, np.ndarray, float, float]] = []
+    for name, conds in paths.paths.items():
+        times = paths.times[name]
+        if groups is not None:
+            for g in pd.unique(groups[keep]):
+                in_g = keep & (groups == g)
+                counts = [int((in_g & (labels == c)).sum()) for c in conds]
+                if min(counts) < 1 or min(counts[0], counts[-1]) < 2:
+                    continue
+                fold_keep = keep & ~(in_g & np.isin(labels, conds[1:]))
+                start, truth = in_g & (labels == conds[0]), in_g & (labels == conds[-1])
+                candidates.append(
+                    (
+                        f"{g}" if len(paths.paths) == 1 else f"{g} x {name}",
+                        name,
+                        fold_keep,
+                        conds,
+                        times,
+                        start,
+                        truth,
+                        times[0],
+                        times[-1],
+                    )
                 )
+        elif len(conds) >= 3:
+            for k in range(1, len(conds) - 1):
+                start, truth = keep & (labels == conds[k - 1]), keep & (labels == conds[k])
+                if min(start.sum(), truth.sum()) < 2:
+                    continue
+                sub = conds[:k] + conds[k + 1 :], times[:k] + times[k + 1 :]
+                label = conds[k] if len(paths.paths) == 1 else f"{conds[k]} ({name})"
+                candidates.append((label, name, keep, sub[0], sub[1], start, truth, times[k - 1], times[k]))
+    if groups is not None and len(candidates) < 2:
+        return []
+    if max_folds is not None and len(candidates) > max_folds:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(candidates), int(max_folds), replace=False))
+        candidates = [candidates[i] for i in chosen]
+    folds = []
+    for label, name, fold_keep, conds, times, start, truth, t_start, t_end in candidates:
+        weights = paths.weights(name)
+        fold_segments = {k: v for k, v in segments.items() if k != name}
+        fold_segments[name] = build_segments(
+            z, labels, groups, conds, times, fold_keep, coupling, weights=weights, doses=doses, quiet=True
+        )
+        dose = 1.0 if doses is None else float(np.mean(doses[truth]))
+        folds.append(
+            Fold(
+                label,
+                [seg for segs in fold_segments.values() for seg in segs],
+                z[start],
+                t_start,
+                t_end,
+                z[truth],
+                weights=weights * dose,
             )
-    elif len(path) >= 3:
-        for k in range(1, len(path) - 1):
-            if min((keep & (labels == path[k - 1])).sum(), (keep & (labels == path[k])).sum()) < 2:
-                continue
-            sub_path, sub_times = path[:k] + path[k + 1 :], times[:k] + times[k + 1 :]
-            folds.append(
-                Fold(
-                    path[k],
-                    build_segments(z, labels, None, sub_path, sub_times, keep, coupling, quiet=True),
-                    z[keep & (labels == path[k - 1])],
-                    times[k - 1],
-                    times[k],
-                    z[keep & (labels == path[k])],
-                )
-            )
+        )
     return folds

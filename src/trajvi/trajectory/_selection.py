@@ -27,11 +27,14 @@ DEFAULT_PENALTIES: tuple[float, ...] = (0.0, 1.0, 10.0, 1e4)
 def score_fold(field: VelocityField, fold: Fold, z_start: np.ndarray, z_truth: np.ndarray) -> float:
     """Unbiased energy distance in the latent between the fold's start cells pushed by ``field`` and its truth.
 
-    The start cells are integrated from the fold's start to its end time (Euler, 20 steps).
+    The start cells are integrated under the fold's condition from its start to its end time (Euler, 20 steps).
     """
     device = next(field.parameters()).device
     start = torch.as_tensor(z_start, dtype=torch.float32, device=device)
-    path = simulate(field, start, time_grid(fold.t_start, fold.t_end, 20))
+    with torch.no_grad():
+        weights = None if fold.weights is None else torch.as_tensor(fold.weights, dtype=torch.float32, device=device)
+        c = field.condition(weights, 1)
+    path = simulate(field.bind(c), start, time_grid(fold.t_start, fold.t_end, 20))
     return energy_distance_unbiased(path[-1].cpu().numpy(), z_truth, max_cells=None)
 
 
