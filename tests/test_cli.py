@@ -67,6 +67,24 @@ def test_fit_runs_both_phases_and_writes(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_fit_takes_several_paths_into_one_model(tmp_path):
+    import anndata as ad
+
+    import trajvi
+
+    data = trajvi.data.synthetic(400, 30, kind="perturbations", n_perturbations=2, combinations=(), seed=2)
+    path = tmp_path / "panel.h5ad"
+    data.write_h5ad(path)
+    out = tmp_path / "out.h5ad"
+    argv = ["fit", str(path), "--condition-key", "condition", "--dose-key", "dose", "--path", "control", "P0"]
+    argv += ["--path", "control", "P1", "--epochs", "1", "--flow-epochs", "1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    predicted = ad.read_h5ad(tmp_path / "out_predicted.h5ad")
+    n_control = int((data.obs["condition"] == "control").sum())
+    assert predicted.n_obs == 2 * n_control
+    assert predicted.obs["condition"].value_counts().to_dict() == {"P0": n_control, "P1": n_control}
+
+
 def test_fit_reports_bad_input(tmp_path, trajvi_caplog):
     import trajvi
 

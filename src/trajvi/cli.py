@@ -52,10 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit both phases on an h5ad of raw counts and write the results")
     fit.add_argument("input", type=Path, help="h5ad with raw counts")
     fit.add_argument("--condition-key", required=True, help="obs column with the condition of each cell")
-    fit.add_argument("--path", nargs="+", required=True, metavar="CONDITION", help="ordered conditions (2 or more)")
+    fit.add_argument(
+        "--path",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="CONDITION",
+        help="ordered conditions (2 or more); repeat --path for several paths in one model",
+    )
     fit.add_argument("--layer", default=None, help="layer with the raw counts (default: X)")
     fit.add_argument("--batch-key", default=None, help="obs column with a nuisance batch")
     fit.add_argument("--time-key", default=None, help="numeric obs column: time of each condition")
+    fit.add_argument("--dose-key", default=None, help="numeric obs column: dose of each cell's perturbation")
     fit.add_argument("--couple-within", default=None, help="obs column: couple only cells of the same group")
     fit.add_argument("--out", type=Path, required=True, help="output h5ad (predictions go to OUT_predicted.h5ad)")
     fit.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the model here")
@@ -73,10 +81,11 @@ def _fit_and_write(
     adata: Any,
     *,
     condition_key: str,
-    path: list[str],
+    paths: list[list[str]],
     layer: str | None,
     batch_key: str | None,
     time_key: str | None,
+    dose_key: str | None = None,
     couple_within: str | None,
     epochs: int,
     flow_epochs: int,
@@ -84,25 +93,35 @@ def _fit_and_write(
     seed: int,
     progress: bool,
 ) -> tuple[Any, Any]:
-    """Both phases, then latent, trajectories and predictions; returns the model and the predicted cells."""
+    """Both phases, then latent, trajectories and predictions; returns the model and the predicted cells.
+
+    With several paths, one field is trained on all; ``obsm`` gets the trajectories of the first path and the
+    predicted cells hold every path's end, predicted from its start.
+    """
+    import anndata as ad
     import scvi
 
     import trajvi
+    from trajvi.trajectory import resolve_paths
 
     scvi.settings.seed = seed
-    trajvi.TrajVI.setup_anndata(adata, condition_key, layer=layer, batch_key=batch_key, time_key=time_key)
+    trajvi.TrajVI.setup_anndata(
+        adata, condition_key, layer=layer, batch_key=batch_key, time_key=time_key, dose_key=dose_key
+    )
     model = trajvi.TrajVI(adata)
-    for condition in path:  # fail before training, not after it
-        model._check_condition(condition, "--path")
+    named = resolve_paths(paths, model.conditions)  # fail before training, not after it
     logger.info("Phase 1: the count model, %d epochs.", epochs)
     model.train(max_epochs=epochs, enable_progress_bar=progress)
-    logger.info("Phase 2: coupling %s and fitting the velocity field, %d epochs.", " -> ".join(path), flow_epochs)
+    shown = "; ".join(" -> ".join(p) for p in named.values())
+    logger.info("Phase 2: coupling %s and fitting the velocity field, %d epochs.", shown, flow_epochs)
     model.train_trajectories(
-        path, couple_within=couple_within, ot_method=ot_method, max_epochs=flow_epochs, enable_progress_bar=progress
+        named, couple_within=couple_within, ot_method=ot_method, max_epochs=flow_epochs, enable_progress_bar=progress
     )
     trajvi.tl.latent(adata, model)
-    trajvi.tl.trajectories(adata, model, source=path[0], target=path[-1])
-    predicted = model.predict(source=path[0], target=path[-1])
+    first = next(iter(named))
+    trajvi.tl.trajectories(adata, model, source=named[first][0], path=first)
+    parts = [model.predict(source=conds[0], path=name) for name, conds in named.items()]
+    predicted = parts[0] if len(parts) == 1 else ad.concat(parts, merge="same", uns_merge="first")
     return model, predicted
 
 
@@ -113,18 +132,19 @@ def run_fit(args: argparse.Namespace) -> int:
     if not args.input.exists():
         logger.error("Input file %s does not exist.", args.input)
         return 2
-    if len(args.path) < 2:
-        logger.error("--path needs at least two conditions, in order.")
+    if any(len(path) < 2 for path in args.path):
+        logger.error("each --path needs at least two conditions, in order.")
         return 2
     adata = ad.read_h5ad(args.input)
     try:
         model, predicted = _fit_and_write(
             adata,
             condition_key=args.condition_key,
-            path=list(args.path),
+            paths=[list(p) for p in args.path],
             layer=args.layer,
             batch_key=args.batch_key,
             time_key=args.time_key,
+            dose_key=args.dose_key,
             couple_within=args.couple_within,
             epochs=args.epochs,
             flow_epochs=args.flow_epochs,
@@ -184,7 +204,7 @@ def run_demo(
     model, predicted = _fit_and_write(
         adata,
         condition_key="condition",
-        path=["control", "stimulated"],
+        paths=[["control", "stimulated"]],
         layer=None,
         batch_key="batch",
         time_key=None,

@@ -76,3 +76,30 @@ def test_true_expression_needs_synthetic_data(synthetic_adata):
     del other.uns["synthetic"]
     with pytest.raises(KeyError, match="synthetic"):
         trajvi.data.true_expression(other, np.zeros((2, 6)))
+
+
+def test_the_perturbation_panel_has_its_known_answer_and_writes_to_h5ad(tmp_path):
+    import anndata as ad
+
+    adata = trajvi.data.synthetic(900, 40, kind="perturbations", n_perturbations=3, combinations=[(0, 1)], seed=3)
+    cats = list(adata.obs["condition"].cat.categories)
+    assert cats == ["control", "P0", "P1", "P2", "P0+P1"]
+    dose = adata.obs.groupby("condition", observed=True)["dose"].unique()
+    assert set(dose["control"]) == {0.0} and set(dose["P0+P1"]) == {1.0} and set(dose["P1"]) == {0.5, 1.0, 2.0}
+    by = adata.obsm["true_latent_by_condition"]
+    effect = by - by[:, :1]
+    np.testing.assert_allclose(effect[:, 4], effect[:, 1] + effect[:, 2], atol=1e-5)  # pairs are additive
+    assert list(adata.uns["synthetic"]["perturbation_features"].index) == ["P0", "P1", "P2"]
+    adata.write_h5ad(tmp_path / "panel.h5ad")
+    assert ad.read_h5ad(tmp_path / "panel.h5ad").obs["dose"].dtype == np.float32
+
+
+def test_branching_progenitors_have_a_state_on_every_branch():
+    adata = trajvi.data.synthetic(600, 40, kind="branching", n_branches=3, n_time_points=3, seed=5)
+    branches = adata.uns["synthetic"]["branches"]
+    assert list(branches) == ["F0", "F1", "F2"] and branches["F1"] == ["prog", "F1_t1", "F1_t2"]
+    prog = (adata.obs["condition"] == "prog").to_numpy()
+    assert set(adata.obs.loc[prog, "time"]) == {0.0}
+    fates = adata.obs.loc[~prog, "cell_type"].astype(str).to_numpy()
+    np.testing.assert_array_equal(fates, adata.obs.loc[~prog, "true_fate"].astype(str).to_numpy())
+    assert adata.obsm["true_latent_by_condition"].shape == (600, 7, 6)

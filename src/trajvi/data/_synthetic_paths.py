@@ -93,7 +93,7 @@ def perturbation_panel(
         "conditions": categories,
         "doses": list(map(float, doses)),
         "perturbation_features": table,
-        "true_shift": pd.DataFrame(shift, index=pd.Index(singles)),
+        "true_shift": pd.DataFrame(shift, index=pd.Index(singles), columns=[f"dim_{i}" for i in range(d)]),
     }
     return assemble(
         rng,
