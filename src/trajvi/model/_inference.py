@@ -16,17 +16,15 @@ from trajvi._types import INTEGRATORS, check_option
 from trajvi.dynamics import simulate, time_grid
 
 from ._routes import Route, resolve_route
+from ._trajectories import TrajectoryMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from anndata import AnnData
-    from scvi.data import AnnDataManager
     from scvi.utils import attrdict
 
     from trajvi._types import Integrator
-    from trajvi.module import TrajVIModule
-    from trajvi.trajectory import PathSet
 _CHUNK = 65_536  # cells whose counts are read at once to compute library sizes
 
 
@@ -67,37 +65,12 @@ class TrajectoryResult:
     dose: float = 1.0
 
 
-class InferenceMixin:
-    """:meth:`simulate_trajectory` and :meth:`predict` over a trained velocity field."""
+class InferenceMixin(TrajectoryMixin):
+    """:meth:`simulate_trajectory` and :meth:`predict` over a trained velocity field (phase 2 from the base)."""
 
     if TYPE_CHECKING:
-        # Provided by the model class (:class:`~trajvi.TrajVI`, scvi-tools' base classes) and by
-        # :class:`~trajvi.model._trajectories.TrajectoryMixin`; declared here for the type checker only.
-        adata: AnnData
-        adata_manager: AnnDataManager
-        module: TrajVIModule
+        # Provided by scvi-tools' base classes; declared here for the type checker only.
         summary_stats: attrdict
-        trajectory_path_: list[str] | None
-        trajectory_times_: list[float] | None
-
-        def trained_paths(self) -> PathSet: ...
-
-        @property
-        def conditions(self) -> list[str]: ...
-        def get_condition_codes(self, adata: AnnData | None = None) -> np.ndarray: ...
-        def get_from_registry(self, adata: AnnData, registry_key: str) -> np.ndarray: ...
-        def get_latent_representation(
-            self,
-            adata: AnnData | None = None,
-            indices: Sequence[int] | np.ndarray | None = None,
-            give_mean: bool = True,
-            mc_samples: int = 5000,
-            batch_size: int | None = None,
-        ) -> np.ndarray: ...
-        def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData: ...
-        def _require_phase2(self) -> None: ...
-        def _check_condition(self, name: str, parameter: str) -> str: ...
-        def _time_of(self, condition: str) -> float: ...
 
     def _start_cells(self, adata: AnnData, source: str, indices: Sequence[int] | None) -> np.ndarray:
         if indices is not None:
