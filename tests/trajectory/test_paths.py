@@ -102,6 +102,15 @@ def test_folds_of_several_paths_leave_one_group_out_of_one_path_only():
     assert len(capped) == 3 and {f.name for f in capped} < {f.name for f in folds}
 
 
+def test_a_path_seen_in_one_group_only_is_never_left_out():
+    z, labels, groups = _cells()
+    keep = np.ones(len(z), dtype=bool)
+    keep[(labels == "d2") & (groups == "B")] = False  # d2 is seen in group A only
+    paths = {"d2": ["d0", "d2"], "d7": ["d0", "d7"]}
+    folds = _folds(z, labels, groups, paths, {"d2": [0.0, 1.0], "d7": [0.0, 1.0]}, keep)
+    assert [f.name for f in folds] == ["A x d7", "B x d7"]
+
+
 def test_a_group_with_a_single_cell_to_score_gives_no_fold():
     z, labels, groups = _cells()
     lone = np.flatnonzero((labels == "d7") & (groups == "A"))

@@ -153,8 +153,9 @@ def build_folds(
     to its last-condition cells under the path's condition. Without groups, each interior condition of a path
     of three or more is left out of that path in turn and must be reached from the previous one. Only what
     exists in the training data is left out, never a combination the user asks to predict (it is not there).
-    A fold needs at least two cells on each side of its score (the energy distance compares sets); fewer than
-    two such (group, path) pairs give no group folds. More than ``max_folds`` folds: that many, drawn with
+    A fold needs at least two cells on each side of its score (the energy distance compares sets), and the path
+    must keep cells at every condition without the group (a perturbation seen in one group only cannot be
+    left out); fewer than two such (group, path) pairs give no group folds. More than ``max_folds`` folds: that many, drawn with
     ``seed``.
     """
     candidates: list[tuple[str, str, np.ndarray, list[str], list[float], np.ndarray, np.ndarray, float, float]] = []
@@ -167,6 +168,8 @@ def build_folds(
                 if min(counts) < 1 or min(counts[0], counts[-1]) < 2:
                     continue
                 fold_keep = keep & ~(in_g & np.isin(labels, conds[1:]))
+                if not all((fold_keep & (labels == c)).any() for c in conds):
+                    continue  # the only group with this path's cells: leaving it out leaves nothing to fit on
                 start, truth = in_g & (labels == conds[0]), in_g & (labels == conds[-1])
                 candidates.append(
                     (
