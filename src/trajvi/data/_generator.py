@@ -33,13 +33,19 @@ def assemble(
     by_condition: np.ndarray,
     obs_columns: dict[str, Any],
     *,
+    kind: str,
+    seed: int,
     n_genes: int,
     n_batches: int,
+    effect_size: float,
     library_size: float,
     dispersion: float,
     uns: dict[str, Any],
 ) -> AnnData:
-    """Counts from true latent states (the generator of :func:`true_expression`), and the AnnData around them."""
+    """Counts from true latent states (the generator of :func:`true_expression`), and the AnnData around them.
+
+    ``uns['synthetic']`` records the kind, the seed and the generator's settings, then ``uns``.
+    """
     from anndata import AnnData
 
     n_cells, d = z_true.shape
@@ -80,5 +86,13 @@ def assemble(
     adata.obsm["true_latent_by_condition"] = by_condition.astype(np.float32)
     adata.varm["true_loadings"] = loadings
     adata.varm["true_batch_effect"] = batch_effect
-    adata.uns[UNS_KEY] = uns
+    adata.uns[UNS_KEY] = {
+        "kind": kind,
+        "seed": seed,
+        "n_latent": d,
+        "effect_size": effect_size,
+        "library_size": library_size,
+        "dispersion": dispersion,
+        **uns,
+    }
     return adata

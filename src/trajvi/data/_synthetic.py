@@ -180,20 +180,14 @@ def synthetic(
         z_true,
         by_condition,
         obs,
+        kind=kind,
+        seed=seed,
         n_genes=n_genes,
         n_batches=n_batches,
+        effect_size=effect_size,
         library_size=library_size,
         dispersion=dispersion,
-        uns={
-            "kind": kind,
-            "seed": seed,
-            "n_latent": d,
-            "effect_size": effect_size,
-            "library_size": library_size,
-            "dispersion": dispersion,
-            "conditions": categories,
-            "times": times,
-        },
+        uns={"conditions": categories, "times": times},
     )
 
 

@@ -155,8 +155,8 @@ def build_folds(
     exists in the training data is left out, never a combination the user asks to predict (it is not there).
     A fold needs at least two cells on each side of its score (the energy distance compares sets), and the path
     must keep cells at every condition without the group (a perturbation seen in one group only cannot be
-    left out); fewer than two such (group, path) pairs give no group folds. More than ``max_folds`` folds: that many, drawn with
-    ``seed``.
+    left out); fewer than two such (group, path) pairs give no group folds. More than ``max_folds`` folds: that
+    many, drawn with ``seed``.
     """
     candidates: list[tuple[str, str, np.ndarray, list[str], list[float], np.ndarray, np.ndarray, float, float]] = []
     for name, conds in paths.paths.items():
