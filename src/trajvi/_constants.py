@@ -26,6 +26,10 @@ class _AnnDataKeys(NamedTuple):
     SOURCE_CELL: str = "source_cell"  # obs columns of model.predict's AnnData
     SOURCE_CONDITION: str = "source_condition"
     SAMPLE: str = "sample"
+    TRANSITIONS: str = "trajvi_transitions"  # uns: tl.transition_matrix, pl.transitions
+    FATES: str = "trajvi_fates"  # obsm (probabilities), uns (columns, parameters): tl.fate_probabilities
+    ANCESTORS: str = "trajvi_ancestors"  # obs: tl.ancestors
+    GROWTH: str = "trajvi_growth"  # obs: tl.growth_rates
 
 
 class _HistoryKeys(NamedTuple):

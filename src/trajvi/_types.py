@@ -24,6 +24,8 @@ AdversarialTarget = Literal["condition", "batch"]
 ExpressionScale = Literal["normalized", "log1p"]
 #: How the vectors of a path's components (perturbations in a combination) are combined.
 Composition = Literal["sum", "deepset"]
+#: Where a transport map between two conditions comes from: the OT coupling or the velocity field.
+MapMethod = Literal["coupling", "flow"]
 #: Kinds of synthetic data.
 SyntheticKind = Literal["perturbation", "time_course", "perturbations", "branching"]
 
@@ -36,6 +38,7 @@ ADVERSARIAL_TARGETS: tuple[str, ...] = get_args(AdversarialTarget)
 EXPRESSION_SCALES: tuple[str, ...] = get_args(ExpressionScale)
 SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
 COMPOSITIONS: tuple[str, ...] = get_args(Composition)
+MAP_METHODS: tuple[str, ...] = get_args(MapMethod)
 
 
 def check_option(value: Any, options: tuple[str, ...], parameter: str) -> str:

@@ -30,7 +30,7 @@ from trajvi.train import (
 )
 
 from ._compat import check_categories, check_genes, read_saved
-from ._inference import InferenceMixin
+from ._fates import FateMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -43,7 +43,7 @@ def _trains_on_gpu(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
-class TrajVI(InferenceMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene

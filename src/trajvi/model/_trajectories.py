@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy
@@ -24,7 +25,6 @@ from trajvi.trajectory import ot_device as resolve_ot_device
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import pandas as pd
     from anndata import AnnData
     from scvi.data import AnnDataManager
 
@@ -74,6 +74,8 @@ class TrajectoryMixin:
         self.couple_within_: str | None = None
         self.trajectory_validation_: dict[str, dict[str, float]] | None = None
         self.trajectory_timing_: dict[str, float] | None = None
+        # "source->target" -> TransportMap.to_dict() of every trained segment (plain data, so saves stay loadable)
+        self.transport_maps_: dict[str, dict[str, Any]] | None = None
 
     def _require_phase1(self) -> None:
         if not self.is_trained_:
@@ -141,6 +143,7 @@ class TrajectoryMixin:
         *,
         control: str | None = None,
         couple_within: str | None = None,
+        growth_key: str | None = None,
         ot_method: OTMethod = "exact",
         max_epochs: int = 100,
         batch_size: int = 256,
@@ -202,6 +205,11 @@ class TrajectoryMixin:
         couple_within
             Column of ``obs`` (such as the cell type): couple only cells of the same group. Groups that
             lack a side are left out with a logged note.
+        growth_key
+            Column of ``obs`` with a prior growth rate of each cell per unit of time (from proliferation and
+            apoptosis scores, say): a source cell's mass before transport is ``growth ** (t_target -
+            t_source)``, as in Waddington-OT. With ``ot_method="unbalanced"`` the couplings then estimate the
+            growth the data supports (:func:`trajvi.tl.growth_rates`). Default: every cell the same.
         ot_method
             ``"exact"`` (``ot.emd``), ``"sinkhorn"`` (entropic, ``epsilon`` relative to the cost scale) or
             ``"unbalanced"`` (``reg_m`` sets how much mass may be created or destroyed).
@@ -333,6 +341,7 @@ class TrajectoryMixin:
         if couple_within is not None:
             groups = check_obs_key(self.adata, couple_within, parameter="couple_within").astype(str).to_numpy()
         labels = np.asarray(self.conditions, dtype=object)[self.get_condition_codes()]
+        growth = None if growth_key is None else _growth_rates(self.adata, growth_key)
         doses = None
         if REGISTRY_KEYS.DOSE_KEY in self.adata_manager.data_registry:
             doses = np.asarray(self.get_from_registry(self.adata, REGISTRY_KEYS.DOSE_KEY), dtype=float).reshape(-1)
@@ -355,6 +364,8 @@ class TrajectoryMixin:
             paths=paths,
             coupling=coupling,
             doses=doses,
+            growth=growth,
+            cell_names=np.asarray(self.adata.obs_names),
             max_folds=max_folds,
             settings=settings,
             residual_penalty=residual_penalty,
@@ -381,4 +392,19 @@ class TrajectoryMixin:
         self.couple_within_ = couple_within
         self.trajectory_validation_ = fit.validation
         self.trajectory_timing_ = fit.timing
+        self.transport_maps_ = {key: tmap.to_dict() for key, tmap in fit.maps.items()}
         self.is_trajectory_trained_ = True
+
+
+def _growth_rates(adata: AnnData, key: str) -> np.ndarray:
+    """The prior growth rates of ``obs[key]``: finite and positive, or a ValueError that says which are not."""
+    values = check_obs_key(adata, key, parameter="growth_key")
+    rates = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~(np.isfinite(rates) & (rates > 0))
+    if bad.any():
+        msg = (
+            f"growth_key={key!r}: {int(bad.sum())} cell(s) have a growth rate that is missing, not a number or not "
+            "positive; give every cell a rate > 0 (1 = no growth)."
+        )
+        raise ValueError(msg)
+    return rates

@@ -9,11 +9,14 @@ Between :mod:`trajvi.transport` / :mod:`trajvi.dynamics` / :mod:`trajvi.train` a
   coupled with a :class:`CouplingConfig`, and the leave-one-out folds inside the training data;
 - :func:`select_residual_penalty`: the residual penalty chosen on those folds, with the same fitting step
   as the final fit (:func:`trajvi.train.fit_velocity_field`);
-- :func:`fit_trajectories`: all of it, then the final fit under Lightning.
+- :func:`fit_trajectories`: all of it, then the final fit under Lightning;
+- :class:`TransportMap`: what a coupling (:func:`maps_of_segments`) or the flow (:func:`map_from_endpoints`)
+  says about where cells go: push, pull, chaining over time points, growth, transitions between groups.
 """
 
 from ._config import CouplingConfig, ot_device
 from ._fit import FALLBACK_PENALTY, TrajectoryFit, fit_trajectories
+from ._maps import TransportMap, check_weights, map_from_coupling, map_from_endpoints, maps_of_segments
 from ._paths import Fold, build_all_segments, build_folds, build_segments
 from ._pathset import PathSet, check_path, components_of, path_times, resolve_paths
 from ._selection import DEFAULT_PENALTIES, score_fold, select_residual_penalty
@@ -25,12 +28,17 @@ __all__ = [
     "Fold",
     "PathSet",
     "TrajectoryFit",
+    "TransportMap",
     "build_all_segments",
     "build_folds",
     "build_segments",
     "check_path",
+    "check_weights",
     "components_of",
     "fit_trajectories",
+    "map_from_coupling",
+    "map_from_endpoints",
+    "maps_of_segments",
     "ot_device",
     "path_times",
     "resolve_paths",

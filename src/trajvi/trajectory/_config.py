@@ -64,6 +64,7 @@ class CouplingConfig:
         groups_target: np.ndarray | None = None,
         source_name: str = "source",
         target_name: str = "target",
+        source_weights: np.ndarray | None = None,
         quiet: bool = False,
     ) -> Coupling:
         """Couple two sets of latent states with this configuration (:func:`~trajvi.transport.couple_sets`)."""
@@ -74,6 +75,7 @@ class CouplingConfig:
             groups_target=groups_target,
             source_name=source_name,
             target_name=target_name,
+            source_weights=source_weights,
             quiet=quiet,
             **self.couple_sets_kwargs(),
         )

@@ -17,6 +17,7 @@ import torch
 from trajvi._logging import logger
 from trajvi.train import PairDataModule, VelocityFitSettings, VelocityTrainingPlan, report_guards
 
+from ._maps import TransportMap, maps_of_segments
 from ._paths import build_all_segments, build_folds
 from ._selection import DEFAULT_PENALTIES, select_residual_penalty
 
@@ -50,12 +51,15 @@ class TrajectoryFit:
         may run at once; ``coupling_block_median_s``: median block), choosing the penalty
         (``selection_s``) and in the final fit (``fit_s``); the number of coupling blocks (``n_blocks``)
         and of pairs per epoch (``pairs_per_epoch``).
+    maps
+        The coupling of every trained segment, by ``"source->target"`` (:class:`TransportMap`).
     """
 
     paths: PathSet
     residual_penalty: float
     validation: dict[str, dict[str, float]] | None
     timing: dict[str, float] = field(default_factory=dict)
+    maps: dict[str, TransportMap] = field(default_factory=dict)
 
 
 def fit_trajectories(
@@ -68,6 +72,8 @@ def fit_trajectories(
     paths: PathSet,
     coupling: CouplingConfig,
     doses: np.ndarray | None = None,
+    growth: np.ndarray | None = None,
+    cell_names: Sequence[str] | np.ndarray | None = None,
     max_folds: int | None = 12,
     settings: VelocityFitSettings,
     residual_penalty: float | Literal["auto"],
@@ -100,6 +106,11 @@ def fit_trajectories(
         How every segment (and every validation fold) is coupled.
     doses
         Dose of each cell (``dose_key``), or ``None``.
+    growth
+        Prior growth rate of each cell per unit of time (the source marginal of each coupling is
+        ``growth ** dt``), or ``None``.
+    cell_names
+        Name of each cell, for the kept couplings (default: the row numbers).
     max_folds
         Most validation folds (drawn with ``seed`` when there are more).
     settings
@@ -118,7 +129,7 @@ def fit_trajectories(
     """
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    by_path = build_all_segments(paths, z, labels, groups, keep, coupling, doses=doses)
+    by_path = build_all_segments(paths, z, labels, groups, keep, coupling, doses=doses, growth=growth)
     segments = [seg for segs in by_path.values() for seg in segs]
     timing["coupling_s"] = time.perf_counter() - started
     block_seconds = np.concatenate([s.coupling.solve_seconds for s in segments])
@@ -139,7 +150,17 @@ def fit_trajectories(
     started = time.perf_counter()
     if residual_penalty == "auto":
         folds = build_folds(
-            paths, by_path, z, labels, groups, keep, coupling, doses=doses, max_folds=max_folds, seed=seed
+            paths,
+            by_path,
+            z,
+            labels,
+            groups,
+            keep,
+            coupling,
+            doses=doses,
+            growth=growth,
+            max_folds=max_folds,
+            seed=seed,
         )
         if folds:
             logger.info(
@@ -208,4 +229,7 @@ def fit_trajectories(
         residual_penalty=float(plan.residual_penalty),  # under DDP, rank 0's choice (see the plan)
         validation=table,
         timing=timing,
+        maps=maps_of_segments(
+            paths, by_path, labels, keep, np.arange(len(z)).astype(str) if cell_names is None else cell_names
+        ),
     )

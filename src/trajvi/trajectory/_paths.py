@@ -47,6 +47,7 @@ def build_segments(
     *,
     weights: np.ndarray | None = None,
     doses: np.ndarray | None = None,
+    growth: np.ndarray | None = None,
     quiet: bool = False,
 ) -> list[Segment]:
     """Couple the cells of each consecutive pair of conditions on ``path``.
@@ -69,6 +70,9 @@ def build_segments(
         What the path does, over the field's components (:meth:`PathSet.weights`); ``None``: unconditional.
     doses
         Dose of each cell (it scales ``weights`` for the pairs ending at the cell); ``None``: 1.
+    growth
+        Prior growth rate of each cell per unit of time: a source cell's mass before transport is
+        ``growth ** (t_target - t_source)``, as in Waddington-OT; ``None``: uniform.
     quiet
         Note left-out groups at debug level only (for the validation folds, which repeat the final fit's).
     """
@@ -86,6 +90,7 @@ def build_segments(
             groups_target=None if groups is None else groups[t_mask],
             source_name=src,
             target_name=tgt,
+            source_weights=None if growth is None else growth[s_mask] ** (float(t1) - float(t0)),
             quiet=quiet,
         )
         segments.append(
@@ -112,6 +117,7 @@ def build_all_segments(
     coupling: CouplingConfig,
     *,
     doses: np.ndarray | None = None,
+    growth: np.ndarray | None = None,
     quiet: bool = False,
 ) -> dict[str, list[Segment]]:
     """The segments of every path of ``paths``, by path name (each path coupled on its own)."""
@@ -126,6 +132,7 @@ def build_all_segments(
             coupling,
             weights=paths.weights(name),
             doses=doses,
+            growth=growth,
             quiet=quiet,
         )
         for name, conds in paths.paths.items()
@@ -142,6 +149,7 @@ def build_folds(
     coupling: CouplingConfig,
     *,
     doses: np.ndarray | None = None,
+    growth: np.ndarray | None = None,
     max_folds: int | None = 12,
     seed: int = 0,
 ) -> list[Fold]:
@@ -202,7 +210,17 @@ def build_folds(
         weights = paths.weights(name)
         fold_segments = {k: v for k, v in segments.items() if k != name}
         fold_segments[name] = build_segments(
-            z, labels, groups, conds, times, fold_keep, coupling, weights=weights, doses=doses, quiet=True
+            z,
+            labels,
+            groups,
+            conds,
+            times,
+            fold_keep,
+            coupling,
+            weights=weights,
+            doses=doses,
+            growth=growth,
+            quiet=True,
         )
         dose = 1.0 if doses is None else float(np.mean(doses[truth]))
         folds.append(

@@ -169,6 +169,7 @@ def couple_sets(
     rng: np.random.Generator | int | None = None,
     device: str | torch.device | None = None,
     n_jobs: int | None = None,
+    source_weights: np.ndarray | None = None,
     quiet: bool = False,
 ) -> Coupling:
     """Couple two sets of latent cell states by optimal transport, within groups and minibatches.
@@ -212,6 +213,9 @@ def couple_sets(
         Blocks solved at once on the CPU, in threads (POT's exact solver and numpy release the GIL).
         ``None``: the cores this process may use (:func:`available_cores`); 1: one after the other. Blocks
         whose solver runs on a GPU are solved one after the other. The result does not depend on it.
+    source_weights
+        Relative mass of each source cell before transport (e.g. a prior growth rate; default: uniform),
+        the source marginal of each block's solve. A block's total stays its weight.
     quiet
         Log the groups left out (present on one side only) at debug level instead of info (for couplings
         computed again on parts of the data, such as validation folds).
@@ -235,6 +239,14 @@ def couple_sets(
         msg = f"The {source_label} has {z_source.shape[1]} dimensions but the {target_label} has {z_target.shape[1]}."
         raise ValueError(msg)
     rng = np.random.default_rng(rng)
+    if source_weights is not None:
+        source_weights = np.asarray(source_weights, dtype=np.float64).reshape(-1)
+        if source_weights.size != z_source.shape[0] or not np.all(np.isfinite(source_weights)):
+            msg = f"source_weights needs one finite weight per cell of the {source_label} ({z_source.shape[0]})."
+            raise ValueError(msg)
+        if np.any(source_weights < 0):
+            msg = f"source_weights has {int((source_weights < 0).sum())} negative entries; weights are masses."
+            raise ValueError(msg)
 
     blocks = _group_blocks(
         groups_source, groups_target, z_source.shape[0], z_target.shape[0], source_label, target_label, quiet=quiet
@@ -267,6 +279,7 @@ def couple_sets(
             epsilon=epsilon,
             reg_m=reg_m,
             device=device,
+            a=None if source_weights is None else _block_marginal(source_weights[source_index[k]], source_label),
         )
         plan = plan / plan.sum()
         out = sp.csr_array(plan) if method == "exact" else plan
@@ -300,6 +313,15 @@ def couple_sets(
         solve_seconds=seconds,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def _block_marginal(weights: np.ndarray, source_label: str) -> np.ndarray:
+    """A block's source marginal from the given weights, of mass 1 like the default uniform one."""
+    total = weights.sum()
+    if not total > 0:
+        msg = f"source_weights are all zero in a block of the {source_label}; every coupled group needs some mass."
+        raise ValueError(msg)
+    return weights / total
 
 
 def available_cores() -> int:
