@@ -155,6 +155,24 @@ def test_a_bad_growth_prior_is_refused_before_training(branching):
     del adata.obs["g"]
 
 
+def test_results_are_written_to_h5ad(branching, tmp_path):
+    import anndata as ad
+
+    model, adata = branching
+    out = adata.copy()
+    trajvi.tl.transition_matrix(out, model, "t0", target="t2", groupby="fate")
+    trajvi.tl.fate_probabilities(out, model, "t0", groupby="fate")
+    trajvi.tl.growth_rates(out, model, "t0")
+    out.write_h5ad(tmp_path / "fates.h5ad")
+    back = ad.read_h5ad(tmp_path / "fates.h5ad")
+    np.testing.assert_allclose(
+        np.asarray(back.obsm["trajvi_fates"], dtype=float), out.obsm["trajvi_fates"].to_numpy(), equal_nan=True
+    )
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(back.uns["trajvi_transitions"]["matrix"]), out.uns["trajvi_transitions"]["matrix"]
+    )
+
+
 def test_plots_draw(branching):
     import matplotlib.pyplot as plt
 
