@@ -196,29 +196,42 @@ def run_worm(seed: int, epochs: int) -> dict[str, Any]:
     problem = M.solve_temporal(data, "t", obsm_key="X_pca", epsilon=0.05, tau_a=tau_a, tau_b=tau_b, seed=seed)
     from sklearn.neighbors import NearestNeighbors
 
+    targets, sources = ("510-580", "580-650"), ("210-270", "270-330")
+    computed: dict[tuple[str, str, str], pd.DataFrame] = {}
+
+    def trajvi_fates(label: str) -> None:
+        for target, source in itertools.product(targets, sources):
+            for method in ("coupling", "flow"):
+                computed[(f"trajvi_{label}{method}", target, source)] = trajvi.tl.fate_probabilities(
+                    registered, model, source, target=target, groupby="cell_type", method=method
+                )
+
+    trajvi_fates("")
+    # the same count model, phase 2 with entropic couplings (smoother per-cell rows than exact OT)
+    model.train_trajectories(path, seed=seed, max_epochs=epochs, ot_method="sinkhorn", enable_progress_bar=False)
+    trajvi_fates("sinkhorn_")
+    labels = sorted({key[0] for key in computed})
+
     results: dict[str, Any] = {}
-    for target in ("510-580", "580-650"):
+    for target in targets:
         target_cells = adata.obs_names[(bins == target).to_numpy()]
         knn = NearestNeighbors(n_neighbors=10).fit(data[target_cells].obsm["X_pca"])
-        by_method: dict[str, list[pd.DataFrame]] = {k: [] for k in ("trajvi_coupling", "trajvi_flow", "moscot", "knn")}
+        by_method: dict[str, list[pd.DataFrame]] = {k: [] for k in (*labels, "moscot", "knn")}
         kinds_all = []
-        for source in ("210-270", "270-330"):
+        for source in sources:
             prog = adata.obs_names[
                 (bins == source).to_numpy() & adata.obs["cell_type"].isin(list(WORM_ALLOWED)).to_numpy()
             ]
             kinds_all.append(adata.obs.loc[prog, "cell_type"].astype(str).to_numpy())
-            for method in ("coupling", "flow"):
-                fates = trajvi.tl.fate_probabilities(
-                    registered, model, source, target=target, groupby="cell_type", method=method
-                )
-                by_method[f"trajvi_{method}"].append(fates.loc[prog])
+            for label in labels:
+                by_method[label].append(computed[(label, target, source)].loc[prog])
             by_method["moscot"].append(
                 M.cell_fates(problem, WORM_BIN_MID[source], WORM_BIN_MID[target], "cell_type", prog)
             )
             idx = knn.kneighbors(data[prog].obsm["X_pca"], return_distance=False)
-            labels = adata.obs.loc[target_cells, "cell_type"].astype(str).to_numpy()[idx]
-            table = pd.DataFrame([pd.Series(row).value_counts(normalize=True) for row in labels], index=prog).fillna(0)
-            by_method["knn"].append(table)
+            labels_knn = adata.obs.loc[target_cells, "cell_type"].astype(str).to_numpy()[idx]
+            table = pd.DataFrame([pd.Series(row).value_counts(normalize=True) for row in labels_knn], index=prog)
+            by_method["knn"].append(table.fillna(0))
         kinds = np.concatenate(kinds_all)
         results[target] = {}
         for method, parts in by_method.items():
@@ -226,7 +239,7 @@ def run_worm(seed: int, epochs: int) -> dict[str, Any]:
             score = _fate_scores(fates, kinds)
             results[target][method] = score
             log(
-                f"  to {target} {method:16s}: allowed share {score['allowed_share']:.3f}, "
+                f"  to {target} {method:26s}: allowed share {score['allowed_share']:.3f}, "
                 f"accuracy {score['accuracy']:.3f}"
                 f" (ADL_parent {score['ADL_parent']['allowed_share']:.3f}/{score['ADL_parent']['accuracy']:.3f},"
                 f" Neuroblast {score['Neuroblast_ASG_AWA']['allowed_share']:.3f}/"
@@ -272,6 +285,25 @@ def run_klein(seed: int, epochs: int) -> dict[str, Any]:
             }
             score = row[f"trajvi_{method}"]
             log(f"  {s}->{t} trajvi {method}: r {score['r']:.3f}, mae {score['mae']:.3f}")
+        # trajvi's coupler in moscot's space (the PCA, not standardised): the solver against the space
+        on_pca = _coupler_on_pca(data, s, t, seed)
+        src_labels = data.obs.loc[on_pca.source_cells, "cluster"].to_numpy()
+        tgt_labels = data.obs.loc[on_pca.target_cells, "cluster"].to_numpy()
+        tm = M.aggregate_plan(on_pca.matrix.toarray(), src_labels, tgt_labels).reindex(
+            index=ref.index, columns=ref.columns
+        )
+        growth = pd.Series(on_pca.growth(), index=on_pca.source_cells)
+        theirs = M.growth_rates(problem, float(s), float(t))["mass_ratio"].reindex(growth.index)
+        row["trajvi_coupler_on_pca"] = {
+            "r": _r(tm.fillna(0).to_numpy(), ref.to_numpy()),
+            "mae": float(np.abs(tm.fillna(0) - ref).to_numpy().mean()),
+            "growth_spearman": float(spearmanr(growth.to_numpy(), theirs.to_numpy())[0]),
+        }
+        score = row["trajvi_coupler_on_pca"]
+        log(
+            f"  {s}->{t} trajvi coupler on PCA: r {score['r']:.3f}, mae {score['mae']:.3f}, "
+            f"growth {score['growth_spearman']:.3f}"
+        )
         results["transitions"][f"{s}->{t}"] = row
     model.train_trajectories(path, seed=seed, max_epochs=epochs, ot_method="unbalanced", enable_progress_bar=False)
     for s, t in itertools.pairwise(path):
@@ -286,6 +318,25 @@ def run_klein(seed: int, epochs: int) -> dict[str, Any]:
         }
         log(f"  growth {s}->{t}: Spearman {rho:.3f}")
     return results
+
+
+def _coupler_on_pca(data: ad.AnnData, source: str, target: str, seed: int):
+    """The unbalanced coupler of trajvi (eps 0.05, reg_m 1) on the PCA of two days, as a TransportMap."""
+    from trajvi.trajectory import map_from_coupling
+    from trajvi.transport import couple_sets
+
+    src = data.obs_names[(data.obs["stage"] == source).to_numpy()]
+    tgt = data.obs_names[(data.obs["stage"] == target).to_numpy()]
+    coupling = couple_sets(
+        data[src].obsm["X_pca"],
+        data[tgt].obsm["X_pca"],
+        method="unbalanced",
+        epsilon=0.05,
+        reg_m=1.0,
+        standardize_sets=False,
+        rng=seed,
+    )
+    return map_from_coupling(coupling, source, target, src, tgt)
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def test_docs_build_without_warnings(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, f"sphinx-build failed:\n{proc.stderr[-6000:]}\n{proc.stdout[-2000:]}"
-    tutorials = [f"tutorials/{name}.html" for name in ("quickstart", "kang_ifnb", "klein_timecourse")]
+    tutorials = [f"tutorials/{name}.html" for name in ("quickstart", "kang_ifnb", "klein_timecourse", "worm_fates")]
     for page in ("index.html", "api.html", "generated/trajvi.TrajVI.html", *tutorials):
         assert (out / page).is_file(), f"{page} was not built"
     model_page = (out / "generated" / "trajvi.TrajVI.html").read_text(encoding="utf-8")
