@@ -5,7 +5,8 @@ Kept couplings, chaining, push/pull, transitions, fates, and the flow's nearest-
 Each size runs in a fresh process (peak resident memory is per process). Latent states are synthetic (three
 time points of ``n`` cells, 10 dimensions, 20 groups); the coupling is trajvi's exact OT in blocks of 1,024
 cells, as ``train_trajectories(ot_batch_size=1024)`` computes it. The flow map spreads ``n`` end points over their
-10 nearest of ``n`` cells. Integration is not timed here (``simulation_throughput.py`` measures it).
+10 nearest of ``n`` cells (one thread; sizes above ``--knn-max`` skip it: a KD-tree over 10 random dimensions
+grows about as n^1.8 here). Integration is not timed here (``simulation_throughput.py`` measures it).
 
 Usage::
 
@@ -29,7 +30,7 @@ from _common import log, versions, write_json
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def one_size(n: int, seed: int = 0) -> dict[str, float]:
+def one_size(n: int, seed: int = 0, knn: bool = True) -> dict[str, float]:
     """Every step at ``n`` cells per time point, in this process."""
     from trajvi.trajectory import map_from_coupling, map_from_endpoints
     from trajvi.transport import couple_sets
@@ -63,10 +64,11 @@ def one_size(n: int, seed: int = 0) -> dict[str, float]:
     start = time.perf_counter()
     chained.cell_fates(groups[2])
     out["cell_fates_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    flow = map_from_endpoints(z[0] + 2.0, z[2], n_neighbors=10)
-    out["flow_knn_s"] = time.perf_counter() - start
-    out["flow_nnz"] = float(flow.nnz)
+    if knn:
+        start = time.perf_counter()
+        flow = map_from_endpoints(z[0] + 2.0, z[2], n_neighbors=10, n_jobs=1)
+        out["flow_knn_s"] = time.perf_counter() - start
+        out["flow_nnz"] = float(flow.nnz)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return out
 
@@ -74,10 +76,14 @@ def one_size(n: int, seed: int = 0) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument(
+        "--knn-max", type=int, default=100_000, help="largest size whose flow map (k nearest neighbours) is timed"
+    )
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-knn", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one_size(args.one)))
+        print(json.dumps(one_size(args.one, knn=not args.no_knn)))
         return
     rows = []
     for n in args.sizes:

@@ -297,23 +297,29 @@ def map_from_endpoints(
     *,
     n_neighbors: int = 10,
     batch_size: int = 8192,
+    n_jobs: int | None = None,
 ) -> sp.csr_array:
     """Spread each simulated end point uniformly over its ``n_neighbors`` nearest real cells.
 
     Returns the ``(n_endpoints, n_cells)`` sparse matrix of mass ``1 / n_endpoints`` per row. Memory is
-    linear in the cells: the neighbours are found in batches of ``batch_size`` end points.
+    linear in the cells: the neighbours are found in batches of ``batch_size`` end points, by scikit-learn's
+    tree search on ``n_jobs`` cores (``None``: the cores this process may use, as the OT blocks). Time grows
+    faster than linearly with the cells (``docs/performance.md``).
 
     k nearest neighbours rather than a Gaussian kernel: there is no bandwidth to choose, the spread follows the
     local density of the real cells, and each row has exactly ``n_neighbors`` entries.
     """
     from sklearn.neighbors import NearestNeighbors
 
+    from trajvi.transport import available_cores
+
     n_end, n_cells = len(endpoints), len(z_cells)
     if n_cells == 0 or n_end == 0:
         msg = "map_from_endpoints needs end points and real cells."
         raise ValueError(msg)
     k = int(min(max(1, n_neighbors), n_cells))
-    index = NearestNeighbors(n_neighbors=k).fit(np.asarray(z_cells, dtype=np.float64))
+    jobs = available_cores() if n_jobs is None else max(1, int(n_jobs))
+    index = NearestNeighbors(n_neighbors=k, n_jobs=jobs).fit(np.asarray(z_cells, dtype=np.float64))
     cols = np.empty((n_end, k), dtype=np.int64)
     for start in range(0, n_end, batch_size):
         chunk = np.asarray(endpoints[start : start + batch_size], dtype=np.float64)
