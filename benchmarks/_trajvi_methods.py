@@ -27,6 +27,7 @@ class Phase1:
     adversarial_weight: float = 1.0
     adversarial_target: str = "condition"
     decode_condition: bool = False
+    n_condition_velocity: int = 16
     epochs: int = 100
 
 
@@ -63,6 +64,7 @@ def _phase1(adata: Any, key: int, config: Phase1, *, seed: int, setup: dict[str,
         adversarial_weight=config.adversarial_weight,
         adversarial_target=config.adversarial_target,
         decode_condition=config.decode_condition,
+        n_condition_velocity=config.n_condition_velocity,
     )
     t0 = time.perf_counter()
     model.train(max_epochs=config.epochs, enable_progress_bar=False)

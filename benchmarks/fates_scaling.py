@@ -87,7 +87,8 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True)
+        command = [sys.executable, __file__, "--one", str(n), *(["--no-knn"] if n > args.knn_max else [])]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
         log(", ".join(f"{k} {v:.3g}" for k, v in row.items()))

@@ -38,6 +38,11 @@ VARIANTS: dict[str, tuple[Phase1, Phase2, Phase2]] = {
     "sinkhorn": (Phase1(), Phase2(ot_method="sinkhorn"), Phase2(couple_within=None, ot_method="sinkhorn")),
     "unbalanced": (Phase1(), Phase2(ot_method="unbalanced"), Phase2(couple_within=None, ot_method="unbalanced")),
     "shift_only": (Phase1(), Phase2(residual_penalty=1e4), Phase2(couple_within=None, residual_penalty=1e4)),
+    "unconditional_field": (
+        Phase1(n_condition_velocity=0),
+        Phase2(),
+        Phase2(couple_within=None),
+    ),
     "free_flow": (Phase1(), Phase2(residual_penalty=0.0), Phase2(couple_within=None, residual_penalty=0.0)),
 }
 
