@@ -40,18 +40,7 @@ from scipy.stats import pearsonr, spearmanr
 import _common
 import _moscot as M
 from _common import log, write_json
-
-WORM_BIN_MID = {
-    "210-270": 240.0,
-    "270-330": 300.0,
-    "330-390": 360.0,
-    "390-450": 420.0,
-    "450-510": 480.0,
-    "510-580": 545.0,
-    "580-650": 615.0,
-    "> 650": 700.0,
-}
-WORM_ALLOWED = {"ADL_parent": ["ADL"], "Neuroblast_ASG_AWA": ["ASG", "AWA", "ASG_AWA"]}
+from moscot_reference import WORM_ALLOWED, WORM_BIN_MID
 
 
 def _r(x: np.ndarray, y: np.ndarray) -> float:
