@@ -189,3 +189,18 @@ def test_plots_draw(branching):
     plt.close(fig)
     with pytest.raises(KeyError, match="no transition matrix"):
         trajvi.pl.transitions(adata, key="missing", return_fig=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_fates_on_cuda_match_the_cpu_and_survive_save_load(branching, tmp_path):
+    model, adata = branching
+    model.save(tmp_path / "m", save_anndata=False)
+    on_gpu = trajvi.TrajVI.load(tmp_path / "m", adata=adata, accelerator="gpu")
+    assert on_gpu.module.device.type == "cuda"
+    for method in METHODS:
+        cpu = trajvi.tl.transition_matrix(adata, model, "t0", target="t2", groupby="fate", method=method)
+        gpu = trajvi.tl.transition_matrix(adata, on_gpu, "t0", target="t2", groupby="fate", method=method)
+        # couplings are the same arrays; the flow integrates in float32 on another device (nearest cells may swap)
+        np.testing.assert_allclose(gpu.to_numpy(), cpu.to_numpy(), atol=0 if method == "coupling" else 0.05)
+    pulled = on_gpu.pull("t0", "t2", np.ones(int((adata.obs["stage"] == "t2").sum())), method="flow")
+    assert pulled.sum() == pytest.approx(1.0)
