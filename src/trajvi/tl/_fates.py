@@ -50,6 +50,14 @@ def _default_target(model: TrajVI, source: str, path: str | None) -> str:
     return paths.paths[name][-1]
 
 
+def _write_obs(adata: AnnData, key: str, values: pd.Series, params: dict[str, Any]) -> None:
+    """``obs[key]``: ``values`` on their cells, NaN elsewhere; ``uns[key]``: the parameters."""
+    column = pd.Series(np.nan, index=adata.obs_names)
+    column.loc[values.index] = values.to_numpy()
+    adata.obs[key] = column.to_numpy()
+    adata.uns[key] = {"params": params}
+
+
 def _params(**values: Any) -> dict[str, Any]:
     """Parameters for ``uns`` (no ``None``: h5ad cannot store it)."""
     return {k: ("" if v is None else v) for k, v in values.items()}
@@ -329,10 +337,12 @@ def growth_rates(
         return None
     if copy:
         adata = adata.copy()
-    column = pd.Series(np.nan, index=adata.obs_names)
     present = tmap.source_cells.isin(adata.obs_names)
-    column.loc[tmap.source_cells[present]] = growth[present]
-    adata.obs[key_added] = column.to_numpy()
-    adata.uns[key_added] = {"params": _params(source=source, target=target, path=path)}
+    _write_obs(
+        adata,
+        key_added,
+        pd.Series(growth[present], index=tmap.source_cells[present]),
+        _params(source=source, target=target, path=path),
+    )
     logger.info("added %r, growth rates of %d %s cells (adata.obs)", key_added, int(present.sum()), source)
     return adata if copy else None

@@ -108,11 +108,8 @@ class TransportMap:
         normalize
             Return a distribution (sum 1) rather than the carried mass.
         """
-        w = check_weights(weights, len(self.source_cells), side=f"source cells of {self.source!r}")
-        rows = self.row_mass()
-        scale = np.divide(w, rows, out=np.zeros_like(w), where=rows > 0)
-        out = np.asarray(self.matrix.T @ scale).reshape(-1)
-        return _normalized(out, normalize, "push", self.source, self.target)
+        side = f"source cells of {self.source!r}"
+        return _carry(self.matrix.T, weights, self.row_mass(), side, self.source, self.target, normalize)
 
     def pull(self, weights: np.ndarray, *, normalize: bool = True) -> np.ndarray:
         """Carry a distribution over target cells backward: where the ancestors of the weighted cells were.
@@ -126,11 +123,8 @@ class TransportMap:
         normalize
             Return a distribution (sum 1) rather than the carried mass.
         """
-        w = check_weights(weights, len(self.target_cells), side=f"target cells of {self.target!r}")
-        cols = self.column_mass()
-        scale = np.divide(w, cols, out=np.zeros_like(w), where=cols > 0)
-        out = np.asarray(self.matrix @ scale).reshape(-1)
-        return _normalized(out, normalize, "pull", self.target, self.source)
+        side = f"target cells of {self.target!r}"
+        return _carry(self.matrix, weights, self.column_mass(), side, self.target, self.source, normalize)
 
     def then(self, other: TransportMap) -> TransportMap:
         """Chain ``other`` after this map (whose source cells are this map's target cells).
@@ -243,7 +237,19 @@ def check_weights(weights: np.ndarray, n: int, *, side: str) -> np.ndarray:
     return w
 
 
-def _normalized(out: np.ndarray, normalize: bool, verb: str, start: str, end: str) -> np.ndarray:
+def _carry(
+    matrix: sp.csr_array | sp.csc_array,
+    weights: np.ndarray,
+    mass: np.ndarray,
+    side: str,
+    start: str,
+    end: str,
+    normalize: bool,
+) -> np.ndarray:
+    """Share each cell's weight along its line of ``matrix`` (a row of the map for push, a column for pull)."""
+    w = check_weights(weights, mass.size, side=side)
+    scale = np.divide(w, mass, out=np.zeros_like(w), where=mass > 0)
+    out = np.asarray(matrix @ scale).reshape(-1)
     total = out.sum()
     if not total > 0:
         msg = (
