@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from trajvi._logging import logger
+
+from ._blocks import DEFAULT_BLOCK_VALUES, is_in_memory, iter_blocks, stored_values
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,39 +37,152 @@ def check_obs_key(adata: AnnData, key: str, *, parameter: str) -> pd.Series:
 
 
 def get_counts(adata: AnnData, layer: str | None) -> Any:
-    """Return the count matrix (``adata.X`` or ``adata.layers[layer]``), checking that it exists."""
+    """Return the count matrix (``adata.X`` or ``adata.layers[layer]``), checking that it exists.
+
+    Works on backed AnnData and on an AnnCollection seen through scvi-tools' ``CollectionAdapter``
+    (which has layers but no ``X``).
+    """
     if layer is None:
-        if adata.X is None:
+        x = _attribute_or_none(adata, "X")
+        if x is None:
             msg = "adata.X is empty; pass layer=... naming the layer that holds the raw counts."
             raise ValueError(msg)
-        return adata.X
-    if layer not in adata.layers:
+        return x
+    names = list(adata.layers.keys())
+    if layer not in names:
         msg = (
-            f"layer={layer!r} is not in adata.layers. Available layers: {_available(adata.layers.keys())}. "
+            f"layer={layer!r} is not in adata.layers. Available layers: {_available(names)}. "
             "Pass layer=None to use adata.X."
         )
         raise KeyError(msg)
     return adata.layers[layer]
 
 
-def _stored_values(matrix: Any) -> np.ndarray:
-    """The explicitly stored values of a dense or sparse matrix (no copy for CSR/CSC data)."""
-    if sparse.issparse(matrix):
-        return np.asarray(matrix.data)
-    if hasattr(matrix, "toarray") and not isinstance(matrix, np.ndarray):
-        return np.asarray(matrix.toarray()).ravel()
-    return np.asarray(matrix).ravel()
+def _attribute_or_none(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except AttributeError:  # an AnnCollection has no X
+        return None
 
 
-def check_counts(matrix: Any, *, where: str = "adata.X", chunk_size: int = 50_000_000) -> None:
-    """Check that a matrix holds raw counts: finite, non-negative integers.
+#: Largest count accepted: 2**24 = 16,777,216 is the largest integer up to which float32 (what the model
+#: computes in) holds every integer exactly.
+MAX_COUNT = 2**24
 
-    The whole matrix is read (in chunks of the stored values), not a sample of rows.
+_FIX = (
+    "trajvi models raw UMI counts: pass the layer that holds them (layer=...), "
+    "not normalised or log-transformed values."
+)
+
+
+def _check_values(values: np.ndarray, *, where: str, chunk_size: int, rows: str = "") -> None:
+    """Check one array of stored values (a whole in-memory matrix, or one block of a lazy one)."""
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+        msg = f"{where} has dtype {values.dtype}; trajvi needs a numeric matrix of raw counts."
+        raise TypeError(msg)
+    if values.dtype == bool or values.size == 0:
+        return
+    for start in range(0, values.size, chunk_size):
+        block = values[start : start + chunk_size]
+        if np.issubdtype(values.dtype, np.integer):
+            if np.issubdtype(values.dtype, np.signedinteger) and block.min() < 0:
+                n = int((values < 0).sum())  # the whole array: the count is exact
+                msg = f"{where} has {n} negative values{rows} (minimum {values.min()}); trajvi needs raw counts (>= 0)."
+                raise ValueError(msg)
+        else:
+            bad = ~np.isfinite(block)
+            if bad.any():
+                msg = f"{where} has non-finite values (NaN or Inf) such as {block[bad][0]}{rows}. {_FIX}"
+                raise ValueError(msg)
+            if (block < 0).any():
+                msg = f"{where} has negative values (minimum {block.min()}){rows}. {_FIX}"
+                raise ValueError(msg)
+            frac = block != np.round(block)
+            if frac.any():
+                msg = f"{where} has non-integer values such as {block[frac][0]!r}{rows}. {_FIX}"
+                raise ValueError(msg)
+        if block.max() > MAX_COUNT:
+            n = int((values > MAX_COUNT).sum())
+            msg = (
+                f"{where} has {n} count(s) above {MAX_COUNT:,} (maximum {values.max():.4g}){rows}: far more "
+                "molecules than a cell holds, and beyond the integers float32 (what the model computes in) "
+                "holds exactly. These are not raw UMI counts, or the file is corrupt: check the matrix and "
+                "pass the layer with the raw counts (layer=...)."
+            )
+            raise ValueError(msg)
+
+
+def scan_counts(
+    matrix: Any,
+    shape: tuple[int, int],
+    *,
+    where: str = "adata.X",
+    chunk_size: int = 50_000_000,
+    block_values: int = DEFAULT_BLOCK_VALUES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check that a matrix holds raw counts and return its cell and gene sums, in one pass.
+
+    An in-memory matrix is checked in chunks of its stored values; any other (backed h5ad, dask,
+    zarr, an AnnCollection layer) is read in blocks of rows (columns for a backed CSC matrix), so
+    memory stays bounded by ``block_values`` whatever the size of the matrix.
 
     Parameters
     ----------
     matrix
-        Dense array or scipy sparse matrix.
+        The counts.
+    shape
+        ``(n_cells, n_genes)``.
+    where
+        How to name the matrix in the error message.
+    chunk_size
+        Number of stored values checked at a time.
+    block_values
+        Dense-equivalent number of values read per block from a matrix that is not in memory.
+
+    Returns
+    -------
+    tuple
+        Float64 sums per cell and per gene.
+
+    Raises
+    ------
+    TypeError
+        The matrix is not numeric.
+    ValueError
+        It has non-finite, negative or non-integer values, or counts above :data:`MAX_COUNT`.
+    """
+    if is_in_memory(matrix):
+        _check_values(stored_values(matrix), where=where, chunk_size=chunk_size)
+        cell_sums = np.asarray(matrix.sum(axis=1, dtype=np.float64)).ravel()
+        gene_sums = np.asarray(matrix.sum(axis=0, dtype=np.float64)).ravel()
+        return cell_sums, gene_sums
+    sums = [np.zeros(shape[0]), np.zeros(shape[1])]
+    for block in iter_blocks(matrix, shape, max_values=block_values):
+        label = "rows" if block.axis == 0 else "columns"
+        _check_values(
+            stored_values(block.values),
+            where=where,
+            chunk_size=chunk_size,
+            rows=f" in {label} {block.start}:{block.stop}",
+        )
+        sums[block.axis][block.start : block.stop] = np.asarray(
+            block.values.sum(axis=1 - block.axis, dtype=np.float64)
+        ).ravel()
+        sums[1 - block.axis] += np.asarray(block.values.sum(axis=block.axis, dtype=np.float64)).ravel()
+    return sums[0], sums[1]
+
+
+def check_counts(matrix: Any, *, where: str = "adata.X", chunk_size: int = 50_000_000) -> None:
+    """Check that a matrix holds raw counts: finite, non-negative integers no larger than :data:`MAX_COUNT`.
+
+    The whole matrix is read (in chunks of the stored values, or in blocks of rows when it is not in
+    memory), not a sample of rows. Counts above ``2**24`` are refused: no cell holds that many molecules
+    of one gene, and float32, which the model computes in, stops holding every integer exactly there.
+
+    Parameters
+    ----------
+    matrix
+        Dense array, scipy sparse matrix, or a matrix read lazily (h5py or backed anndata dataset, dask).
     where
         How to name the matrix in the error message.
     chunk_size
@@ -79,42 +193,14 @@ def check_counts(matrix: Any, *, where: str = "adata.X", chunk_size: int = 50_00
     TypeError
         The matrix is not numeric.
     ValueError
-        It has non-finite, negative or non-integer values.
+        It has non-finite, negative or non-integer values, or implausibly large counts.
     """
-    values = _stored_values(matrix)
-    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
-        msg = f"{where} has dtype {values.dtype}; trajvi needs a numeric matrix of raw counts."
-        raise TypeError(msg)
-    if np.issubdtype(values.dtype, np.integer) or values.dtype == bool:
-        if values.size and np.issubdtype(values.dtype, np.signedinteger) and values.min() < 0:
-            n = int((values < 0).sum())
-            msg = f"{where} has {n} negative values (minimum {values.min()}); trajvi needs raw counts (>= 0)."
-            raise ValueError(msg)
-        return
-    fix = (
-        "trajvi models raw UMI counts: pass the layer that holds them (layer=...), "
-        "not normalised or log-transformed values."
-    )
-    for start in range(0, values.size, chunk_size):
-        block = values[start : start + chunk_size]
-        bad = ~np.isfinite(block)
-        if bad.any():
-            msg = f"{where} has non-finite values (NaN or Inf) such as {block[bad][0]}. {fix}"
-            raise ValueError(msg)
-        if (block < 0).any():
-            msg = f"{where} has negative values (minimum {block.min()}). {fix}"
-            raise ValueError(msg)
-        frac = block != np.round(block)
-        if frac.any():
-            msg = f"{where} has non-integer values such as {block[frac][0]!r}. {fix}"
-            raise ValueError(msg)
+    scan_counts(matrix, tuple(matrix.shape), where=where, chunk_size=chunk_size)
 
 
-def warn_empty_cells_and_genes(matrix: Any, *, where: str = "adata.X") -> tuple[int, int]:
-    """Log a warning for all-zero cells and genes; return how many of each there are."""
+def warn_empty_cells(cell_sums: np.ndarray, gene_sums: np.ndarray, *, where: str = "adata.X") -> tuple[int, int]:
+    """Log a warning for all-zero cells and genes, from the sums of :func:`scan_counts`; return how many."""
     # counts are checked non-negative first, so an all-zero row or column is one that sums to 0
-    cell_sums = np.asarray(matrix.sum(axis=1, dtype=np.float64)).ravel()
-    gene_sums = np.asarray(matrix.sum(axis=0, dtype=np.float64)).ravel()
     n_cells = int((cell_sums == 0).sum())
     n_genes = int((gene_sums == 0).sum())
     if n_cells:
@@ -132,6 +218,24 @@ def warn_empty_cells_and_genes(matrix: Any, *, where: str = "adata.X") -> tuple[
             n_genes,
         )
     return n_cells, n_genes
+
+
+def check_unique_names(adata: AnnData) -> None:
+    """Refuse duplicate cell or gene names: results are written back by name, and genes matched by name."""
+    for axis, names, fix in (
+        ("obs_names", adata.obs_names, "adata.obs_names_make_unique()"),
+        ("var_names", adata.var_names, "adata.var_names_make_unique()"),
+    ):
+        index = pd.Index(names)
+        if not index.is_unique:
+            dup = index[index.duplicated()].unique()
+            shown = ", ".join(repr(str(d)) for d in dup[:3])
+            msg = (
+                f"adata.{axis} has {int(index.duplicated().sum())} duplicate(s) (such as {shown}); trajvi "
+                f"writes results back by name and needs unique names. Call {fix} first (it changes the "
+                "names in place), or drop the duplicates."
+            )
+            raise ValueError(msg)
 
 
 def check_condition(values: pd.Series, *, key: str) -> list[str]:
@@ -231,6 +335,7 @@ def validate_anndata(
     if adata.n_obs == 0 or adata.n_vars == 0:
         msg = f"adata has shape {adata.shape}; it needs at least one cell and one gene."
         raise ValueError(msg)
+    check_unique_names(adata)
     conditions = check_obs_key(adata, condition_key, parameter="condition_key")
     categories = check_condition(conditions, key=condition_key)
     if batch_key is not None:
@@ -252,8 +357,8 @@ def validate_anndata(
         check_doses(check_obs_key(adata, dose_key, parameter="dose_key"), key=dose_key)
     counts = get_counts(adata, layer)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    check_counts(counts, where=where)
-    n_empty_cells, n_empty_genes = warn_empty_cells_and_genes(counts, where=where)
+    cell_sums, gene_sums = scan_counts(counts, (adata.n_obs, adata.n_vars), where=where)
+    n_empty_cells, n_empty_genes = warn_empty_cells(cell_sums, gene_sums, where=where)
     return {
         "categories": categories,
         "times": times,
