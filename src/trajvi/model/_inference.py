@@ -13,6 +13,7 @@ from scvi.distributions import NegativeBinomial
 
 from trajvi._constants import ADATA_KEYS, REGISTRY_KEYS
 from trajvi._types import INTEGRATORS, check_option
+from trajvi.data._blocks import row_sums
 from trajvi.dynamics import simulate, time_grid
 
 from ._routes import Route, resolve_route
@@ -130,11 +131,10 @@ class InferenceMixin(TrajectoryMixin):
             sf = np.asarray(self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)).reshape(-1, 1)[idx]
             library = torch.as_tensor(np.log(sf), dtype=torch.float32, device=device)
         else:
-            # library sizes in chunks of cells: slicing all the cells at once would copy the whole count matrix
+            # library sizes in chunks of cells (in file order for backed data): slicing all the cells at once
+            # would copy the whole count matrix
             counts = self.get_from_registry(adata, REGISTRY_KEYS.X_KEY)
-            totals = np.concatenate(
-                [np.asarray(counts[idx[i : i + _CHUNK]].sum(axis=1)).reshape(-1) for i in range(0, len(idx), _CHUNK)]
-            ).reshape(-1, 1)
+            totals = row_sums(counts, idx, max_rows=_CHUNK).reshape(-1, 1)
             library = torch.as_tensor(np.log(np.maximum(totals, 1.0)), dtype=torch.float32, device=device)
         return z.float(), batch.long().reshape(-1, 1), library
 
@@ -423,7 +423,8 @@ class InferenceMixin(TrajectoryMixin):
         out = AnnData(
             X=sparse.csr_matrix(np.concatenate(samples)),
             obs=obs,
-            var=adata.var.copy(),
+            # an AnnCollection (through scvi-tools' CollectionAdapter) has var_names but no var
+            var=adata.var.copy() if hasattr(adata, "var") else pd.DataFrame(index=pd.Index(adata.var_names)),
             layers={layer_key: np.concatenate([mean_np] * int(n_samples))},
         )
         out.uns[ADATA_KEYS.PREDICT_UNS] = {

@@ -21,19 +21,22 @@ from trajvi.data import validate_anndata
 from trajvi.diagnostics import monitor_callbacks
 from trajvi.module import TrajVIModule
 from trajvi.train import (
-    DeviceDataSplitter,
     TrajVITrainingPlan,
     TrajVITrainRunner,
     check_plan_kwargs,
     check_precision,
+    choose_data_on_device,
     report_guards,
+    select_data_splitter,
 )
+from trajvi.train._device_data import DEFAULT_MAX_DENSE_BYTES
 
 from ._compat import check_categories, check_genes, read_saved
 from ._fates import FateMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from lightning.pytorch import LightningDataModule
 
 
 def _trains_on_gpu(accelerator: str) -> bool:
@@ -337,10 +340,17 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         early_stopping: bool = False,
         datasplitter_kwargs: dict[str, Any] | None = None,
         data_on_device: bool | None = None,
+        datamodule: LightningDataModule | None = None,
         plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         """Fit phase 1: the count model and its adversary.
+
+        Counts may be in memory or read from disk (``anndata.read_h5ad(path, backed="r")``, or an
+        AnnCollection through :class:`scvi.dataloaders.CollectionAdapter`). From disk they are read in
+        contiguous blocks of cells, several blocks shuffled together (:class:`~trajvi.train.DiskDataSplitter`;
+        ``datasplitter_kwargs`` takes ``block_size`` and ``blocks_per_pool``, and ``block_size=0`` reads
+        every minibatch on its own through scvi-tools' loader, fully shuffled but several times slower).
 
         Parameters
         ----------
@@ -384,9 +394,18 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         data_on_device
             Copy the registered data to the training device once and cut minibatches there
             (:class:`~trajvi.train.DeviceDataSplitter`) instead of slicing the AnnData on the host for
-            every minibatch. ``None`` (default) does so when training on a GPU. The split, keys and dtypes
-            are scvi-tools'; counts larger than ``max_dense_bytes`` (a ``datasplitter_kwargs`` entry,
-            2 GiB by default) stay sparse on the device.
+            every minibatch. ``None`` (default) does so when training on a GPU, with the counts in memory
+            (not backed) and taking at most half of the device's free memory; the choice is logged
+            (:func:`~trajvi.train.choose_data_on_device`). ``True`` with counts read from disk is an
+            error. The split, keys and dtypes are scvi-tools'; counts larger than ``max_dense_bytes`` (a
+            ``datasplitter_kwargs`` entry, 2 GiB by default) stay sparse on the device.
+        datamodule
+            A :class:`~lightning.pytorch.core.LightningDataModule` used in place of the default data
+            splitter, as in scvi-tools (a custom loader, say). Its minibatches must be dicts with the
+            registered keys of this model's AnnData (``X``, ``batch``, the condition, ...), as scvi-tools'
+            :class:`~scvi.dataloaders.AnnDataLoader` yields them. ``train_size``, ``validation_size``,
+            ``shuffle_set_split``, ``batch_size``, ``datasplitter_kwargs`` and ``data_on_device`` are then
+            not used. Phase 2 uses all cells unless the datamodule has a ``train_idx``.
         plan_kwargs
             More arguments for :class:`~trajvi.train.TrajVITrainingPlan`, for example ``cuda_graph=False`` to
             run every step eagerly on a GPU (by default one CUDA device replays the step as a CUDA graph),
@@ -436,7 +455,8 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         check_strategy(strategy)
         check_precision(trainer_kwargs.get("precision"))
         if (
-            use_distributed_sampler(strategy)
+            datamodule is None
+            and use_distributed_sampler(strategy)
             and shuffle_set_split
             and scvi_settings.seed is None
             and "external_indexing" not in (datasplitter_kwargs or {})
@@ -447,18 +467,36 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
                 "shuffle_set_split=False or datasplitter_kwargs={'external_indexing': [...]}."
             )
             raise ValueError(msg)
-        if data_on_device is None:
-            data_on_device = _trains_on_gpu(accelerator)
-        splitter_cls = DeviceDataSplitter if data_on_device else self._data_splitter_cls
-        data_splitter = splitter_cls(
-            self.adata_manager,
-            train_size=train_size,
-            validation_size=validation_size,
-            batch_size=batch_size,
-            shuffle_set_split=shuffle_set_split,
-            distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy")),
-            **(datasplitter_kwargs or {}),
-        )
+        data_splitter = datamodule
+        if data_splitter is None:
+            splitter_kwargs = dict(datasplitter_kwargs or {})
+            on_device = choose_data_on_device(
+                self.adata_manager,
+                requested=data_on_device,
+                on_gpu=_trains_on_gpu(accelerator),
+                device_index=devices[0] if isinstance(devices, list) else 0,
+                max_dense_bytes=splitter_kwargs.get("max_dense_bytes", DEFAULT_MAX_DENSE_BYTES),
+            )
+            distributed = use_distributed_sampler(trainer_kwargs.get("strategy"))
+            splitter_cls, splitter_kwargs = select_data_splitter(
+                self.adata_manager,
+                on_device=on_device,
+                distributed=distributed,
+                splitter_kwargs=splitter_kwargs,
+                default=self._data_splitter_cls,
+            )
+            data_splitter = splitter_cls(
+                self.adata_manager,
+                train_size=train_size,
+                validation_size=validation_size,
+                batch_size=batch_size,
+                shuffle_set_split=shuffle_set_split,
+                distributed_sampler=distributed,
+                **splitter_kwargs,
+            )
+        elif data_on_device:
+            msg = "data_on_device=True and datamodule=... exclude each other: the datamodule brings its own loaders."
+            raise ValueError(msg)
         trainer_kwargs["callbacks"] = [
             *trainer_kwargs.get("callbacks", []),
             *monitor_callbacks(

@@ -6,7 +6,7 @@
 - :class:`VelocityTrainingPlan`: phase 2, the velocity field by flow matching; :func:`fit_velocity_field`
   runs the same step, optimizer and guards in a plain loop (the validation fits);
 - :class:`PairDataModule`: pairs drawn from the couplings every epoch; :class:`DeviceDataSplitter`: phase-1
-  minibatches cut on the device.
+  minibatches cut on the device; :class:`DiskDataSplitter`: phase-1 minibatches read from disk in blocks.
 
 The gradient checks and monitors live in :mod:`trajvi.diagnostics` and are re-exported here.
 """
@@ -24,7 +24,8 @@ from trajvi.diagnostics import (
 )
 
 from ._base import GuardedTrainingPlan, check_plan_kwargs, check_precision, report_guards
-from ._device_data import DeviceDataSplitter
+from ._device_data import DeviceDataSplitter, choose_data_on_device
+from ._disk_data import DiskBatches, DiskDataSplitter, select_data_splitter
 from ._pairs import PairDataModule, Segment, draw_pairs
 from ._runner import TrajVITrainRunner
 from ._vae import TrajVITrainingPlan
@@ -32,6 +33,8 @@ from ._velocity import VelocityFitResult, VelocityFitSettings, VelocityTrainingP
 
 __all__ = [
     "DeviceDataSplitter",
+    "DiskBatches",
+    "DiskDataSplitter",
     "GradientCheck",
     "GradientCheckCallback",
     "GradientNormMonitor",
@@ -49,9 +52,11 @@ __all__ = [
     "check_gradients",
     "check_plan_kwargs",
     "check_precision",
+    "choose_data_on_device",
     "draw_pairs",
     "fit_velocity_field",
     "monitor_callbacks",
     "parameter_groups",
     "report_guards",
+    "select_data_splitter",
 ]

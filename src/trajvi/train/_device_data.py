@@ -21,6 +21,8 @@ from scvi.dataloaders import DataSplitter
 
 from trajvi._logging import logger
 
+from ._disk_data import counts_in_memory
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -236,3 +238,71 @@ class DeviceDataSplitter(DataSplitter):
         if len(self.test_idx) == 0:
             return None
         return self._loader(self.test_idx, shuffle=False, drop_last=False)
+
+
+#: Share of the device's free memory that the copied data may take (the rest is left to the model and its steps).
+DEVICE_MEMORY_SHARE = 0.5
+
+
+def _counts_on_device_bytes(counts: Any, shape: tuple[int, int], max_dense_bytes: int) -> int:
+    """Bytes the counts take on the device as :class:`DeviceDataSplitter` holds them (dense or CSR)."""
+    dense = shape[0] * shape[1] * 4
+    if not sp.issparse(counts) or dense <= max_dense_bytes:
+        return dense
+    return int(counts.nnz) * (8 + 4) + (shape[0] + 1) * 8
+
+
+def choose_data_on_device(
+    adata_manager: Any,
+    *,
+    requested: bool | None,
+    on_gpu: bool,
+    device_index: int = 0,
+    max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES,
+) -> bool:
+    """Decide whether phase 1 draws its minibatches on the device (:class:`DeviceDataSplitter`).
+
+    With ``requested=None`` the data go to the device only when training on a GPU, when the counts are in
+    memory (not a backed file, an AnnCollection or a dask array: those are read minibatch by minibatch by
+    scvi-tools' loader), and when they take at most :data:`DEVICE_MEMORY_SHARE` of the device's free memory.
+    The choice and its reason are logged.
+
+    Raises
+    ------
+    ValueError
+        ``requested=True`` for counts that are not in memory.
+    """
+    adata = adata_manager.adata
+    counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+    in_memory = counts_in_memory(adata_manager)
+    if requested is not None:
+        if requested and not in_memory:
+            msg = (
+                "data_on_device=True copies all the counts to the device, but they are read from disk (a backed "
+                "AnnData, an AnnCollection or a lazy array). Use data_on_device=None or False to train through "
+                "scvi-tools' loader, or load the counts first (adata = adata.to_memory())."
+            )
+            raise ValueError(msg)
+        return bool(requested)
+    if not on_gpu:
+        return False
+    if not in_memory:
+        logger.info("Counts are read from disk: minibatches are read on the host, not copied to the device.")
+        return False
+    need = _counts_on_device_bytes(counts, (adata.n_obs, adata.n_vars), max_dense_bytes)
+    free, _ = torch.cuda.mem_get_info(device_index)
+    if need > DEVICE_MEMORY_SHARE * free:
+        logger.info(
+            "Counts need %.2f GB on the device, more than %d%% of its %.2f GB free: minibatches are sliced on "
+            "the host by scvi-tools' loader (data_on_device=True forces the copy).",
+            need / 1e9,
+            round(100 * DEVICE_MEMORY_SHARE),
+            free / 1e9,
+        )
+        return False
+    logger.info(
+        "Counts (%.2f GB) are copied to the device once and minibatches drawn there (data_on_device=False "
+        "slices them on the host instead).",
+        need / 1e9,
+    )
+    return True
