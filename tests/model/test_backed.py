@@ -45,6 +45,8 @@ def test_backed_h5ad_trains_both_phases_and_predicts(tmp_path, fmt, seeded, traj
     assert predicted.n_obs == 3
     assert predicted.n_vars == adata.n_vars
     assert backed.isbacked  # still backed: nothing was loaded into memory in its place
+    # phase 2 encodes backed cells in contiguous blocks: the same posterior means as scvi-tools' loader
+    np.testing.assert_allclose(model._encode_all_cells(), z, rtol=1e-5, atol=1e-5)
     assert "read from disk in blocks of 1024 cells" in trajvi_caplog.text  # trajvi.train.DiskDataSplitter
 
 

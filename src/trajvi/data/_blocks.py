@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from scipy import sparse
 
+from trajvi._constants import REGISTRY_KEYS
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -97,3 +99,9 @@ def row_sums(matrix: Any, rows: np.ndarray, *, max_rows: int = 4096) -> np.ndarr
         block = _materialize(matrix[unique])
         out[i : i + len(chunk)] = np.asarray(block.sum(axis=1, dtype=np.float64)).reshape(-1)[inverse]
     return out
+
+
+def counts_in_memory(adata_manager: Any) -> bool:
+    """Whether the registered counts are held in memory (not a backed file, an AnnCollection, a lazy array)."""
+    counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+    return is_in_memory(counts) and not getattr(adata_manager.adata, "isbacked", False)

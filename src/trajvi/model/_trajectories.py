@@ -9,9 +9,16 @@ import pandas as pd
 
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy
+from trajvi.data._blocks import counts_in_memory
 from trajvi.data._checks import check_obs_key
 from trajvi.diagnostics import monitor_callbacks
-from trajvi.train import VelocityFitSettings, VelocityTrainingPlan, check_plan_kwargs, check_precision
+from trajvi.train import (
+    DiskBatches,
+    VelocityFitSettings,
+    VelocityTrainingPlan,
+    check_plan_kwargs,
+    check_precision,
+)
 from trajvi.trajectory import (
     DEFAULT_PENALTIES,
     CouplingConfig,
@@ -30,6 +37,9 @@ if TYPE_CHECKING:
 
     from trajvi._types import GroupWeighting, OTMethod
     from trajvi.module import TrajVIModule
+
+#: Cells encoded at once for phase 2 when the counts are read from disk.
+_ENCODE_BATCH = 1024
 
 #: Arguments of the velocity fit that every fit of phase 2 shares (the validation fits too).
 _SHARED_PLAN_KEYS = ("gradient_clip_val", "rollback_nonfinite", "max_update_ratio", "max_consecutive_skips")
@@ -57,6 +67,7 @@ class TrajectoryMixin:
             give_mean: bool = True,
             mc_samples: int = 5000,
             batch_size: int | None = None,
+            dataloader: Any = None,
         ) -> np.ndarray: ...
         def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData: ...
 
@@ -76,6 +87,24 @@ class TrajectoryMixin:
         self.trajectory_timing_: dict[str, float] | None = None
         # "source->target" -> TransportMap.to_dict() of every trained segment (plain data, so saves stay loadable)
         self.transport_maps_: dict[str, dict[str, Any]] | None = None
+
+    def _encode_all_cells(self) -> np.ndarray:
+        """Posterior means of all cells (float32), in batches; counts on disk are read in contiguous blocks.
+
+        scvi-tools' loader reads a backed file one minibatch at a time through a fancy index (2,500-3,800
+        rows/s measured on an h5ad CSR file, against 28,500 rows/s for slices of 1,024 rows).
+        """
+        if counts_in_memory(self.adata_manager):
+            return self.get_latent_representation().astype(np.float32)
+        loader = DiskBatches(
+            self.adata_manager.create_torch_dataset(),
+            np.arange(self.adata.n_obs),
+            batch_size=_ENCODE_BATCH,
+            shuffle=False,
+            block_size=8 * _ENCODE_BATCH,
+            blocks_per_pool=1,
+        )
+        return self.get_latent_representation(dataloader=loader).astype(np.float32)
 
     def _require_phase1(self) -> None:
         if not self.is_trained_:
@@ -345,7 +374,7 @@ class TrajectoryMixin:
         doses = None
         if REGISTRY_KEYS.DOSE_KEY in self.adata_manager.data_registry:
             doses = np.asarray(self.get_from_registry(self.adata, REGISTRY_KEYS.DOSE_KEY), dtype=float).reshape(-1)
-        z = self.get_latent_representation().astype(np.float32)
+        z = self._encode_all_cells()
         trainer_kwargs["callbacks"] = [
             *trainer_kwargs.get("callbacks", []),
             *monitor_callbacks(

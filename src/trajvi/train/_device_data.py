@@ -20,8 +20,7 @@ from scvi import REGISTRY_KEYS, settings
 from scvi.dataloaders import DataSplitter
 
 from trajvi._logging import logger
-
-from ._disk_data import counts_in_memory
+from trajvi.data._blocks import counts_in_memory
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from scvi import REGISTRY_KEYS, settings
+from scvi import settings
 from scvi.dataloaders import DataSplitter
 
 from trajvi._logging import logger
-from trajvi.data._blocks import is_in_memory
+from trajvi.data._blocks import counts_in_memory
+
+from ._device_data import DeviceDataSplitter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -187,8 +189,6 @@ def select_data_splitter(
     reads each minibatch on its own); ``default`` (scvi-tools' splitter) otherwise. Arguments that only
     one splitter takes (``max_dense_bytes``, ``block_size``, ``blocks_per_pool``) are dropped for the others.
     """
-    from ._device_data import DeviceDataSplitter
-
     kwargs = dict(splitter_kwargs)
     block: dict[str, Any] = {key: kwargs.pop(key) for key in ("block_size", "blocks_per_pool") if key in kwargs}
     if on_device:
@@ -203,9 +203,3 @@ def select_data_splitter(
         )
         return DiskDataSplitter, {**kwargs, **block}
     return default, kwargs
-
-
-def counts_in_memory(adata_manager: Any) -> bool:
-    """Whether the registered counts are held in memory (not a backed file, an AnnCollection, a lazy array)."""
-    counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-    return is_in_memory(counts) and not getattr(adata_manager.adata, "isbacked", False)
