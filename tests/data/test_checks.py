@@ -235,3 +235,11 @@ def test_implausibly_large_counts_are_refused(synthetic_adata, dtype):
     with pytest.raises(ValueError, match=r"1 count\(s\) above 16,777,216 \(maximum [13]e\+12\)"):
         trajvi.TrajVI.setup_anndata(synthetic_adata, "condition")
     _unchanged(synthetic_adata, snap)
+
+
+@pytest.mark.parametrize("fmt", [sparse.csr_matrix, sparse.csc_matrix, np.asarray])
+def test_in_memory_counts_are_summed_in_blocks(synthetic_adata, fmt):
+    x = synthetic_adata.X.toarray().astype(np.int32)
+    cells, genes = scan_counts(fmt(x), x.shape, block_values=3 * x.shape[1])
+    np.testing.assert_array_equal(cells, x.sum(axis=1))
+    np.testing.assert_array_equal(genes, x.sum(axis=0))

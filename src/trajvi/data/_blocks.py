@@ -56,7 +56,7 @@ def _materialize(block: Any) -> Any:
 
 
 def iter_blocks(matrix: Any, shape: tuple[int, int], *, max_values: int = DEFAULT_BLOCK_VALUES) -> Iterator[Block]:
-    """Yield ``matrix`` in blocks of whole rows (or whole columns for a backed CSC matrix).
+    """Yield ``matrix`` in blocks of whole rows (or whole columns for a CSC matrix).
 
     Parameters
     ----------
@@ -69,7 +69,7 @@ def iter_blocks(matrix: Any, shape: tuple[int, int], *, max_values: int = DEFAUL
         Dense-equivalent number of values per block; a block has at least one row.
     """
     n_rows, n_cols = shape
-    by_column = getattr(matrix, "format", None) == "csc" and not is_in_memory(matrix)
+    by_column = getattr(matrix, "format", None) == "csc"  # stored by column: read whole columns
     length, width = (n_cols, n_rows) if by_column else (n_rows, n_cols)
     step = max(1, int(max_values) // max(1, width))
     for start in range(0, length, step):

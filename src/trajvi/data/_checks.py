@@ -122,9 +122,9 @@ def scan_counts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check that a matrix holds raw counts and return its cell and gene sums, in one pass.
 
-    An in-memory matrix is checked in chunks of its stored values; any other (backed h5ad, dask,
-    zarr, an AnnCollection layer) is read in blocks of rows (columns for a backed CSC matrix), so
-    memory stays bounded by ``block_values`` whatever the size of the matrix.
+    An in-memory matrix is checked in chunks of its stored values (and a CSR or CSC one summed in blocks);
+    any other (backed h5ad, dask, zarr, an AnnCollection layer) is read in blocks of rows (columns for a
+    CSC matrix), so the memory added stays bounded by ``block_values`` whatever the size of the matrix.
 
     Parameters
     ----------
@@ -151,20 +151,24 @@ def scan_counts(
     ValueError
         It has non-finite, negative or non-integer values, or counts above :data:`MAX_COUNT`.
     """
-    if is_in_memory(matrix):
+    in_memory = is_in_memory(matrix)
+    if in_memory:
         _check_values(stored_values(matrix), where=where, chunk_size=chunk_size)
-        cell_sums = np.asarray(matrix.sum(axis=1, dtype=np.float64)).ravel()
-        gene_sums = np.asarray(matrix.sum(axis=0, dtype=np.float64)).ravel()
-        return cell_sums, gene_sums
+        if getattr(matrix, "format", None) not in ("csr", "csc"):
+            # numpy sums with a dtype cast in buffers; scipy would cast all the stored values at once
+            cell_sums = np.asarray(matrix.sum(axis=1, dtype=np.float64)).ravel()
+            gene_sums = np.asarray(matrix.sum(axis=0, dtype=np.float64)).ravel()
+            return cell_sums, gene_sums
     sums = [np.zeros(shape[0]), np.zeros(shape[1])]
     for block in iter_blocks(matrix, shape, max_values=block_values):
         label = "rows" if block.axis == 0 else "columns"
-        _check_values(
-            stored_values(block.values),
-            where=where,
-            chunk_size=chunk_size,
-            rows=f" in {label} {block.start}:{block.stop}",
-        )
+        if not in_memory:
+            _check_values(
+                stored_values(block.values),
+                where=where,
+                chunk_size=chunk_size,
+                rows=f" in {label} {block.start}:{block.stop}",
+            )
         sums[block.axis][block.start : block.stop] = np.asarray(
             block.values.sum(axis=1 - block.axis, dtype=np.float64)
         ).ravel()
