@@ -31,6 +31,7 @@ from trajvi.train import (
 
 from ._compat import check_categories, check_genes, read_saved
 from ._fates import FateMixin
+from ._query import QueryMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -43,7 +44,7 @@ def _trains_on_gpu(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
-class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(QueryMixin, FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
@@ -239,6 +240,7 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
             time_key=time_key,
             size_factor_key=size_factor_key,
             dose_key=dose_key,
+            min_conditions=1 if kwargs.get("source_registry") is not None else 2,  # a trained model's conditions
         )
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
@@ -295,10 +297,9 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         super().save(dir_path, *args, **kwargs)
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        """scvi-tools' validation, after trajvi's checks of the genes and categories of a new AnnData."""
-        if adata is not None and adata is not self.adata and self.get_anndata_manager(adata) is None:
-            check_genes(adata, self.adata.var_names if self.adata is not None else self.registry_["var_names"])
-            check_categories(adata, self.adata_manager.registry)
+        """scvi-tools' validation, after trajvi's checks and registration of another AnnData (or a copy)."""
+        if adata is not None and adata is not self.adata and not self._registered_here(adata):
+            self._register_new_anndata(adata, copy_if_view=copy_if_view)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     @property

@@ -2,7 +2,8 @@
 
 - :class:`GuardedTrainingPlan`: manual optimization with guarded steps, accumulation, per-epoch sums,
   guard reports and CUDA-graph capture, shared by both regimes;
-- :class:`TrajVITrainingPlan`: phase 1, the count model and its adversary;
+- :class:`TrajVITrainingPlan`: phase 1, the count model and its adversary; :class:`QueryTrainingPlan`: phase 1
+  of a model mapped onto a reference (scArches), only the new batches' weights;
 - :class:`VelocityTrainingPlan`: phase 2, the velocity field by flow matching; :func:`fit_velocity_field`
   runs the same step, optimizer and guards in a plain loop (the validation fits);
 - :class:`PairDataModule`: pairs drawn from the couplings every epoch; :class:`DeviceDataSplitter`: phase-1
@@ -26,6 +27,7 @@ from trajvi.diagnostics import (
 from ._base import GuardedTrainingPlan, check_plan_kwargs, check_precision, report_guards
 from ._device_data import DeviceDataSplitter
 from ._pairs import PairDataModule, Segment, draw_pairs
+from ._query import QueryTrainingPlan
 from ._runner import TrajVITrainRunner
 from ._vae import TrajVITrainingPlan
 from ._velocity import VelocityFitResult, VelocityFitSettings, VelocityTrainingPlan, fit_velocity_field
@@ -40,6 +42,7 @@ __all__ = [
     "NonFiniteTrainingError",
     "PairDataModule",
     "ParameterMonitor",
+    "QueryTrainingPlan",
     "Segment",
     "TrajVITrainRunner",
     "TrajVITrainingPlan",
