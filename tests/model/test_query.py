@@ -95,10 +95,26 @@ def test_query_of_one_condition_from_a_model_object(reference, seeded):
     assert result.latent.shape == (5, controls.n_obs, 4) and np.isfinite(result.expression).all()
 
 
+def test_query_with_a_condition_the_reference_never_saw(reference, seeded):
+    model, _, query, _ = reference
+    query = query.copy()
+    query.obs["condition"] = query.obs["condition"].cat.add_categories("drug_X")
+    stimulated = (query.obs["condition"] == "stimulated").to_numpy()
+    query.obs.loc[stimulated, "condition"] = "drug_X"
+    query_model = trajvi.TrajVI.load_query_data(query, model)
+    assert query_model.conditions == [*PATH, "drug_X"]  # appended: the trained codes keep their positions
+    query_model.train(max_epochs=1, **TRAIN_KW)
+    assert np.isfinite(query_model.get_latent_representation()).all()
+    predicted = query_model.predict(source="control", target="stimulated")
+    assert predicted.n_obs == int((~stimulated).sum())
+    with pytest.raises(ValueError, match=r"target='drug_X'"):
+        query_model.predict(source="control", target="drug_X")
+
+
 def test_prepare_query_anndata_orders_and_pads_the_genes(reference):
     model, _, query, folder = reference
     shuffled = query[:, query.var_names[::-1][:-3]].copy()  # reversed, three genes missing
-    prepared = trajvi.TrajVI.prepare_query_anndata(shuffled, str(folder), inplace=False)
+    prepared = trajvi.TrajVI.prepare_query_anndata(shuffled, folder, inplace=False)
     assert list(prepared.var_names) == list(model.adata.var_names)
     assert prepared[:, model.adata.var_names[:3]].X.sum() == 0
     with pytest.raises(ValueError, match="prepare_query_anndata"):

@@ -492,7 +492,11 @@ class TrajVI(QueryMixin, FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         return pd.DataFrame(emb, index=self.adata.var_names.copy(), columns=[f"dim_{i}" for i in range(emb.shape[1])])
 
     def get_condition_codes(self, adata: AnnData | None = None) -> np.ndarray:
-        """Integer code of each cell's condition, in the order of :attr:`conditions`."""
+        """Integer code of each cell's condition, in the order of :attr:`conditions`.
+
+        Cells of a condition the model was not trained on (in a new ``adata``) get codes from
+        ``len(conditions)`` on.
+        """
         adata = self._validate_anndata(adata)
         values = self.get_from_registry(adata, REGISTRY_KEYS.CONDITION_KEY)
         return np.asarray(values).reshape(-1).astype(int)

@@ -48,8 +48,8 @@ MASK_BUFFER = "query_grad_mask"
 class QueryMixin(ArchesMixin):
     """Query mapping (scArches) and registration of new AnnData for :class:`~trajvi.TrajVI`.
 
-    :meth:`~scvi.model.base.ArchesMixin.prepare_query_anndata` is scvi-tools' own: it orders a query's genes
-    like the reference's and fills the missing ones with zeros.
+    :meth:`prepare_query_anndata` is scvi-tools' own: it orders a query's genes like the reference's and fills
+    the missing ones with zeros.
     """
 
     if TYPE_CHECKING:
@@ -181,6 +181,24 @@ class QueryMixin(ArchesMixin):
             ", ".join(trainable),
         )
         return model
+
+    @staticmethod
+    def prepare_query_anndata(
+        adata: AnnData,
+        reference_model: Any,
+        return_reference_var_names: bool = False,
+        inplace: bool = True,
+    ) -> Any:
+        """Order a query's genes like the reference's and fill the missing ones with zeros (scvi-tools' own).
+
+        See :meth:`scvi.model.base.ArchesMixin.prepare_query_anndata`; ``reference_model`` may also be a
+        :class:`pathlib.Path`. With ``inplace=True`` (the default) ``adata`` itself is changed.
+        """
+        if isinstance(reference_model, Path):
+            reference_model = str(reference_model)
+        return ArchesMixin.prepare_query_anndata(
+            adata, reference_model, return_reference_var_names=return_reference_var_names, inplace=inplace
+        )
 
     # -- new AnnData ------------------------------------------------------------------------------
     def _registered_here(self, adata: AnnData) -> bool:
