@@ -86,13 +86,18 @@ def test_query_trains_only_the_new_batch_columns(reference, seeded):
     assert query_model.trained_paths().paths == model.trained_paths().paths
 
 
-def test_query_of_one_condition_from_a_model_object(reference, seeded):
+def test_query_of_one_condition_from_a_model_object(reference, seeded, tmp_path):
     model, _, query, _ = reference
     controls = query[query.obs["condition"] == "control"].copy()
     query_model = trajvi.TrajVI.load_query_data(controls, model)
     query_model.train(max_epochs=1, **TRAIN_KW)
     result = query_model.simulate_trajectory(n_steps=4)
     assert result.latent.shape == (5, controls.n_obs, 4) and np.isfinite(result.expression).all()
+    # saved and loaded, a query model is an ordinary model with the same weights
+    query_model.save(tmp_path / "query", overwrite=True)
+    loaded = trajvi.TrajVI.load(tmp_path / "query", adata=controls)
+    np.testing.assert_array_equal(loaded.get_latent_representation(), query_model.get_latent_representation())
+    assert all(p.requires_grad for p in loaded.module.parameters())
 
 
 def test_query_with_a_condition_the_reference_never_saw(reference, seeded):
@@ -227,6 +232,9 @@ def test_predict_on_a_copy_of_the_training_data(reference):
     np.testing.assert_array_equal(
         model.predict(source="control", target="stimulated").layers["trajvi_mean"], first.layers["trajvi_mean"]
     )
+    # a view is made a copy of its own first (scvi-tools' behaviour), the original again untouched
+    np.testing.assert_array_equal(model.get_latent_representation(adata[:30]), model.get_latent_representation()[:30])
+    _assert_same(adata, original)
 
 
 def test_a_copy_with_an_unseen_batch_is_refused_before_anything_is_written(reference):

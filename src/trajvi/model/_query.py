@@ -228,8 +228,9 @@ class QueryMixin(ArchesMixin):
                 if self.module.condition_embedding is not None
                 else "",
             )
-        if scvi_constants._SCVI_UUID_KEY in adata.uns:  # a copy of registered data carries the original's id
-            _assign_adata_uuid(adata, overwrite=True)
+        uuid = adata.uns.get(scvi_constants._SCVI_UUID_KEY)
+        if uuid is not None and uuid in type(self)._per_instance_manager_store.get(self.id, {}):
+            _assign_adata_uuid(adata, overwrite=True)  # a copy of data registered here carries the original's id
         manager = self.adata_manager.transfer_fields(adata, extend_categories=bool(new_conditions))
         self._register_manager_for_instance(manager)
 
