@@ -18,6 +18,7 @@ from trajvi._logging import logger
 from trajvi._types import OT_METHODS
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from trajvi._types import OTMethod
@@ -165,9 +166,11 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_figure(fig: Figure | None, path: Path) -> None:
+def _save_figure(fig: Figure | Axes | list[Axes] | None, path: Path) -> None:
     """Write a figure returned by a ``trajvi.pl`` function called with ``return_fig=True``."""
-    assert fig is not None  # return_fig=True returns the figure
+    from matplotlib.figure import Figure as FigureType
+
+    assert isinstance(fig, FigureType)  # return_fig=True returns the figure
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
@@ -217,12 +220,12 @@ def run_demo(
     )
     stim = (adata.obs["condition"] == "stimulated").to_numpy()
     metrics = {
-        "cell_type_knn_accuracy": trajvi.tl.knn_accuracy(adata.obsm[ADATA_KEYS.LATENT], adata.obs["cell_type"]),
-        "true_latent_r2": trajvi.tl.linear_r2(adata.obsm[ADATA_KEYS.LATENT], adata.obsm["true_latent"]),
-        "energy_distance_predicted_to_stimulated": trajvi.tl.expression_energy_distance(
+        "cell_type_knn_accuracy": trajvi.metrics.knn_accuracy(adata.obsm[ADATA_KEYS.LATENT], adata.obs["cell_type"]),
+        "true_latent_r2": trajvi.metrics.linear_r2(adata.obsm[ADATA_KEYS.LATENT], adata.obsm["true_latent"]),
+        "energy_distance_predicted_to_stimulated": trajvi.metrics.expression_energy_distance(
             predicted.X, adata.X[stim], reference=adata.X
         ),
-        "energy_distance_control_to_stimulated": trajvi.tl.expression_energy_distance(
+        "energy_distance_control_to_stimulated": trajvi.metrics.expression_energy_distance(
             adata.X[~stim], adata.X[stim], reference=adata.X
         ),
         "residual_penalty": model.residual_penalty_,
@@ -241,8 +244,8 @@ def run_demo(
         adata.varm["true_loadings"] @ np.diff(adata.obsm["true_latent_by_condition"].mean(axis=0), axis=0)[0]
     )
     genes = list(adata.var_names[np.argsort(effect)[::-1][:4]])
-    trends = trajvi.tl.gene_trends(adata, model, genes, groupby="cell_type")
-    _save_figure(trajvi.pl.gene_trends(trends, return_fig=True), out / "gene_trends.png")
+    trajvi.tl.gene_trends(adata, model, genes, groupby="cell_type")
+    _save_figure(trajvi.pl.gene_trends(adata, return_fig=True), out / "gene_trends.png")
     _save_figure(trajvi.pl.history(model, return_fig=True), out / "history.png")
     adata.write_h5ad(out / "demo.h5ad")
     predicted.write_h5ad(out / "predicted.h5ad")
