@@ -76,3 +76,21 @@ def test_a_download_with_the_wrong_md5_is_removed(tmp_path, served):
         datasets.klein2015(cache_dir=tmp_path / "cache")
     assert not list((tmp_path / "cache" / "sources").iterdir())
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_an_unwritable_cache_folder_is_named_before_any_download(tmp_path, no_network, monkeypatch):
+    monkeypatch.setattr("trajvi.datasets._load.os.access", lambda path, mode: False)
+    with pytest.raises(PermissionError, match=f"the cache folder {tmp_path} is not writable. Pass cache_dir="):
+        datasets.klein2015(cache_dir=tmp_path)
+    assert no_network == []
+
+
+def test_download_writes_through_a_temporary_name(tmp_path):
+    from trajvi.datasets._fetch import download
+
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"x" * 3_000_000)
+    target = tmp_path / "copy.txt"
+    download(source.as_uri(), target)  # urllib reads file:// addresses as it reads https:// ones
+    assert target.read_bytes() == source.read_bytes()
+    assert not (tmp_path / "copy.txt.part").exists()

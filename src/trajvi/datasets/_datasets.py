@@ -36,7 +36,8 @@ _WHERE = """
         When the file is neither at ``path`` nor in the cache folder and cannot be built (no download allowed, or
         a dataset whose sources trajvi does not convert): the message names the sources and the folder.
     OSError
-        When a download fails: the message names the address and where to put the file by hand.
+        When a download fails: the message names the address and where to put the file by hand
+        (:class:`PermissionError` when the cache folder cannot be written).
     ValueError
         When a file (given, cached, downloaded or built) does not match its recorded checksum or fingerprint.
 """

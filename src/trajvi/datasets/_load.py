@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,8 +17,6 @@ from ._fingerprint import fingerprint, fingerprint_differences
 from ._registry import RECORDS
 
 if TYPE_CHECKING:
-    import os
-
     from anndata import AnnData
 
     from ._registry import Record
@@ -39,6 +38,18 @@ def _read_checked(path: Path, record: Record, *, what: str) -> AnnData:
         )
         raise ValueError(msg)
     return adata
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise a :class:`PermissionError` naming the folder when a built file could not be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        msg = f"the cache folder {folder} cannot be created ({error}). Pass cache_dir= a folder you can write to."
+        raise PermissionError(msg) from error
+    if not os.access(folder, os.W_OK):
+        msg = f"the cache folder {folder} is not writable. Pass cache_dir= a folder you can write to."
+        raise PermissionError(msg)
 
 
 def _sources_text(record: Record) -> str:
@@ -73,7 +84,7 @@ def load(
     if record.not_buildable is not None:
         msg = (
             f"{record.filename} is not in {where}, and trajvi cannot build it here: {record.not_buildable}. "
-            f"Its sources are {_sources_text(record)}. Put a copy of {record.filename} in that folder or pass path=."
+            f"It is made from {_sources_text(record)}. Put a copy of {record.filename} in that folder or pass path=."
         )
         raise FileNotFoundError(msg)
     if not download:
@@ -82,6 +93,7 @@ def load(
             f"{_sources_text(record)}), or put the file in that folder, or pass path=."
         )
         raise FileNotFoundError(msg)
+    _check_writable(folder)
     files = {key: fetch(source, folder) for key, source in record.sources.items()}
     adata = BUILDERS[name](files, record)
     differences = fingerprint_differences(fingerprint(adata, record.label_keys), record.fingerprint)
