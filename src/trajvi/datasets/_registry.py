@@ -8,7 +8,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Source:
-    """One public file a dataset is built from, pinned to a commit and checked by its md5."""
+    """One public file a dataset is built from, pinned to a commit and checked by its md5.
+
+    ``md5`` is the full digest, or its first 8 hex digits where only those are recorded (the R sources of the Kang
+    union, which trajvi does not download).
+    """
 
     repo: str
     commit: str
