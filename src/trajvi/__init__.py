@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, diagnostics, metrics, pl, tl
+from . import data, datasets, diagnostics, metrics, pl, tl
 from ._logging import logger
 from .model import TrajVI
 
@@ -11,4 +11,5 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
-__all__ = ["TrajVI", "__version__", "data", "diagnostics", "logger", "metrics", "pl", "tl"]
+
+__all__ = ["TrajVI", "__version__", "data", "datasets", "diagnostics", "logger", "metrics", "pl", "tl"]

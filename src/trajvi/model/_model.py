@@ -48,7 +48,10 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
     embeddings, with a discriminator that reads the condition (or the batch) from the latent and an
-    adversarial term that makes the latent hard to read.
+    adversarial term that makes the latent hard to read. Phase 2 (:meth:`train_trajectories`) couples the
+    cells of one condition to the next by optimal transport in that latent and fits a velocity field along
+    the coupled pairs; :meth:`simulate_trajectory` integrates the field from chosen cells and decodes
+    expression along the way, and :meth:`predict` returns predicted cells of a target condition as an AnnData.
 
     Parameters
     ----------
@@ -87,12 +90,31 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
 
     Examples
     --------
+    Phase 1, the count model, on synthetic counts with a known answer:
+
     >>> import trajvi
-    >>> adata = trajvi.data.synthetic()
+    >>> adata = trajvi.data.synthetic(n_cells=2000, n_genes=300)
     >>> trajvi.TrajVI.setup_anndata(adata, condition_key="condition", batch_key="batch")
-    >>> model = trajvi.TrajVI(adata)
-    >>> model.train(max_epochs=20)
+    >>> model = trajvi.TrajVI(adata, n_latent=10)
+    >>> model.train(max_epochs=60)
     >>> adata.obsm["X_trajvi"] = model.get_latent_representation()
+
+    Phase 2, optimal transport and the velocity field from control to stimulated cells, coupled within
+    each cell type:
+
+    >>> model.train_trajectories(["control", "stimulated"], couple_within="cell_type")
+
+    Then simulate where control cells go (the latent path, the decoded means of two genes along it and the
+    times) and predict stimulated cells as an AnnData of counts:
+
+    >>> control = (adata.obs["condition"] == "control").to_numpy().nonzero()[0]
+    >>> result = model.simulate_trajectory(
+    ...     indices=control[:100], source="control", target="stimulated", genes=["gene_1", "gene_2"]
+    ... )
+    >>> result.latent.shape, result.expression.shape, result.times.shape
+    ((101, 100, 10), (101, 100, 2), (101,))
+    >>> predicted = model.predict(source="control", target="stimulated")
+    >>> model.save("my_model/")  # later: trajvi.TrajVI.load("my_model/", adata=adata)
     """
 
     _module_cls = TrajVIModule
