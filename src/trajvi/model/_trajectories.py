@@ -284,7 +284,8 @@ class TrajectoryMixin:
             More arguments for :class:`~trajvi.train.VelocityTrainingPlan`. ``gradient_clip_val``,
             ``rollback_nonfinite``, ``max_update_ratio`` and ``max_consecutive_skips`` apply to every fit of
             the call (the validation fits too, so the penalty is chosen as it is trained); the others
-            (``accumulate_grad_batches``, ``check_guards_every_n_steps``, ``cuda_graph``, ...) to the final fit.
+            (``accumulate_grad_batches``, ``check_guards_every_n_steps``, ``cuda_graph``, the learning-rate schedule
+            ``reduce_lr_on_plateau``, ``lr_factor``, ``lr_patience``, ...) to the final fit.
             The arguments above (``lr``, ``residual_penalty``) are not repeated here (an error says so).
 
         Raises
