@@ -191,9 +191,21 @@ def test_a_schedule_without_validation_cells(fresh):
         ({"lr_scheduler_metric": "flow_matching_loss_train"}, r"not a metric TrajVITrainingPlan logs.*elbo_validation"),
         ({"lr_factor": 1.5}, "lr_factor=1.5; it must be between 0 and 1"),
         ({"lr_patience": -1}, "lr_patience=-1"),
+        ({"reduce_lr_on_plateau": False, "lr_patience": 5}, r"\['lr_patience'\] set without reduce_lr_on_plateau"),
     ],
 )
 def test_a_schedule_that_cannot_work_is_refused_before_training(fresh, plan_kwargs, match):
     with pytest.raises(ValueError, match=match):
         fresh.train(max_epochs=1, plan_kwargs={"reduce_lr_on_plateau": True, **plan_kwargs}, **TRAIN_KW)
     assert not fresh.is_trained_
+
+
+def test_phase_2_schedules_follow_its_own_metrics(fresh):
+    plan = trajvi.train.VelocityTrainingPlan(fresh.module, reduce_lr_on_plateau=True)
+    assert plan.lr_scheduler_metric == "flow_matching_loss_train"
+    with pytest.raises(ValueError, match=r"'elbo_validation' is not a metric VelocityTrainingPlan logs"):
+        trajvi.train.VelocityTrainingPlan(
+            fresh.module, reduce_lr_on_plateau=True, lr_scheduler_metric="elbo_validation"
+        )
+    with pytest.raises(ValueError, match="set without reduce_lr_on_plateau=True"):
+        trajvi.train.VelocityTrainingPlan(fresh.module, lr_factor=0.5)

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
     from trajvi._types import Phase
 
+#: scvi-tools' schedule options that only act with ``reduce_lr_on_plateau=True``.
+_SCHEDULE_OPTIONS = ("lr_factor", "lr_patience", "lr_threshold", "lr_min")
 #: Metrics reported as their sum over the epoch (the others are weighted means).
 COUNTS = frozenset({H.N_SKIPPED + "_train", H.N_LABEL_SKIPS + "_train", H.N_REPAIRED + "_train"})
 #: Counters decided together on every process (equal everywhere, so never summed over processes).
@@ -169,8 +171,9 @@ class GuardedTrainingPlan(TrainingPlan):
         ``reduce_lr_on_plateau=True`` multiplies the learning rates of the main optimizer by ``lr_factor``
         (not below ``lr_min``) when ``lr_scheduler_metric`` has not fallen by more than ``lr_threshold``
         for ``lr_patience`` epochs (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`, absolute
-        threshold, as in scvi-tools). The metric must be one of :attr:`scheduler_metrics`; the schedule
-        is stepped at the end of every epoch, and the learning rates land in the history (``lr-Adam``).
+        threshold, as in scvi-tools). The metric must be one of :attr:`scheduler_metrics` (default: the
+        first); the schedule is stepped at the end of every epoch, and the learning rates land in the history
+        (``lr-Adam``). Schedule options without ``reduce_lr_on_plateau=True`` are refused.
     """
 
     #: The regime this plan trains (read by the monitors to pick the parameter blocks).
@@ -179,7 +182,7 @@ class GuardedTrainingPlan(TrainingPlan):
     main_optimizer: ClassVar[str]
     #: Name of the prog-bar metric.
     prog_bar_metric: ClassVar[str] = H.TRAIN_LOSS
-    #: Metrics that ``lr_scheduler_metric`` may name (logged every epoch by the plan).
+    #: Metrics that ``lr_scheduler_metric`` may name (logged every epoch by the plan); the first is the default.
     scheduler_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
@@ -196,8 +199,22 @@ class GuardedTrainingPlan(TrainingPlan):
         max_update_ratio: float = 1.0,
         check_guards_every_n_steps: int | None = None,
         cuda_graph: bool | None = None,
+        lr_scheduler_metric: str | None = None,
         **kwargs: Any,
     ) -> None:
+        given = [k for k in _SCHEDULE_OPTIONS if k in kwargs] + ["lr_scheduler_metric"] * (
+            lr_scheduler_metric is not None
+        )
+        if given and not kwargs.get("reduce_lr_on_plateau", False):
+            msg = (
+                f"{given} set without reduce_lr_on_plateau=True: the learning rate would stay fixed. Add "
+                "reduce_lr_on_plateau=True to plan_kwargs, or leave them out."
+            )
+            raise ValueError(msg)
+        if lr_scheduler_metric is None and self.scheduler_metrics:
+            lr_scheduler_metric = self.scheduler_metrics[0]
+        if lr_scheduler_metric is not None:
+            kwargs["lr_scheduler_metric"] = lr_scheduler_metric
         if int(accumulate_grad_batches) < 1:
             msg = f"accumulate_grad_batches={accumulate_grad_batches}; it must be at least 1."
             raise ValueError(msg)

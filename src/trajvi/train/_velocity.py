@@ -208,16 +208,15 @@ class VelocityTrainingPlan(GuardedTrainingPlan):
         Weight of the squared state-dependent residual of the field.
     lr
         Learning rate of the velocity field.
-    lr_scheduler_metric
-        What ``reduce_lr_on_plateau=True`` follows (with scvi-tools' ``lr_factor``, ``lr_patience``,
-        ``lr_threshold``, ``lr_min``; see :class:`GuardedTrainingPlan`): the flow-matching loss of the
-        epoch (phase 2 has no validation cells), or ``"velocity_residual_train"``. The validation fits that
-        choose the residual penalty keep a fixed rate.
     **kwargs
         The guards and their reports (``gradient_clip_val``, ``accumulate_grad_batches``,
         ``max_consecutive_skips``, ``rollback_nonfinite``, ``max_update_ratio``,
         ``check_guards_every_n_steps``, ``cuda_graph``; see :class:`GuardedTrainingPlan`), then
-        :class:`scvi.train.TrainingPlan`.
+        :class:`scvi.train.TrainingPlan`, including the learning-rate schedule (``reduce_lr_on_plateau``,
+        ``lr_factor``, ``lr_patience``, ``lr_threshold``, ``lr_min``; see :class:`GuardedTrainingPlan`).
+        Its ``lr_scheduler_metric`` is the flow-matching loss of the epoch (phase 2 has no validation
+        cells) or ``"velocity_residual_train"``. The validation fits that choose the residual penalty keep
+        a fixed rate.
     """
 
     phase: ClassVar[Phase] = "flow"
@@ -225,16 +224,8 @@ class VelocityTrainingPlan(GuardedTrainingPlan):
     prog_bar_metric: ClassVar[str] = H.FLOW + "_train"
     scheduler_metrics: ClassVar[tuple[str, ...]] = (H.FLOW + "_train", H.RESIDUAL + "_train")
 
-    def __init__(
-        self,
-        module: TrajVIModule,
-        *,
-        residual_penalty: float = 0.0,
-        lr: float = 1e-3,
-        lr_scheduler_metric: str = H.FLOW + "_train",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(module, lr=lr, lr_scheduler_metric=lr_scheduler_metric, **kwargs)
+    def __init__(self, module: TrajVIModule, *, residual_penalty: float = 0.0, lr: float = 1e-3, **kwargs: Any) -> None:
+        super().__init__(module, lr=lr, **kwargs)
         self.settings = VelocityFitSettings(
             residual_penalty=float(residual_penalty),
             lr=lr,
