@@ -185,6 +185,12 @@ def test_a_schedule_without_validation_cells(fresh):
     assert _rates(fresh.history, "lr-Adam/pg1") == pytest.approx([1e-3, 1e-3, 5e-4])
 
 
+def test_a_validation_metric_steps_the_schedule_only_when_validation_ran(fresh):
+    fresh.train(max_epochs=5, check_val_every_n_epoch=2, plan_kwargs=PLATEAU, **TRAIN_KW)
+    # validation after epochs 1 and 3 (0-based): the first sets the best value, the second halves the rate
+    assert _rates(fresh.history, "lr-Adam/pg1") == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4])
+
+
 @pytest.mark.parametrize(
     ("plan_kwargs", "match"),
     [

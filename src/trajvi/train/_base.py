@@ -303,12 +303,13 @@ class GuardedTrainingPlan(TrainingPlan):
         """Step the learning-rate schedule on this epoch's ``lr_scheduler_metric`` (after it was logged)."""
         if not self.reduce_lr_on_plateau:
             return
+        if "validation" in self.lr_scheduler_metric and getattr(self, "_validated_epoch", None) != self.current_epoch:
+            return  # no validation this epoch (check_val_every_n_epoch > 1): the last value would be stale
         value = self.trainer.callback_metrics.get(self.lr_scheduler_metric)
         if value is None:
             msg = (
                 f"lr_scheduler_metric={self.lr_scheduler_metric!r} was not logged in epoch {self.current_epoch}, so "
-                "the learning-rate schedule cannot follow it: validate every epoch (check_val_every_n_epoch=1) "
-                "or follow a training metric."
+                f"the learning-rate schedule cannot follow it; follow one of {list(self.scheduler_metrics)}."
             )
             raise ValueError(msg)
         schedulers = self.lr_schedulers()
@@ -325,6 +326,12 @@ class GuardedTrainingPlan(TrainingPlan):
                 ", ".join(f"{v:.3g}" for v in before),
                 ", ".join(f"{v:.3g}" for v in after),
             )
+
+    def on_validation_epoch_end(self) -> None:
+        """Note the epochs whose validation ran (a schedule on a validation metric steps only on those)."""
+        super().on_validation_epoch_end()
+        if not self.trainer.sanity_checking:
+            self._validated_epoch = self.current_epoch
 
     def _agree(self, flag: torch.Tensor) -> bool:
         """Whether ``flag`` holds on every process (a no-op without DDP; one scalar all-reduce with it)."""
