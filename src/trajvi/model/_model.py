@@ -31,6 +31,7 @@ from trajvi.train import (
 
 from ._compat import check_categories, check_genes, read_saved
 from ._fates import FateMixin
+from ._likelihood import LikelihoodMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -43,7 +44,7 @@ def _trains_on_gpu(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
-class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(FateMixin, LikelihoodMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
