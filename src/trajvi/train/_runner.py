@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.loggers import Logger
 from scvi.model._utils import use_distributed_sampler
-from scvi.train import TrainRunner
+from scvi.train import SaveCheckpoint, TrainRunner
 from scvi.train._logger import SimpleLogger
 
 if TYPE_CHECKING:
@@ -27,10 +27,17 @@ class TrajVITrainRunner(TrainRunner):
     A Lightning logger passed as ``logger=`` (``CSVLogger``, ``TensorBoardLogger``, or a list of them)
     is kept, after scvi-tools' own in-memory logger: scvi-tools reads ``model.history`` from the first
     logger only, so without it the history (and its repair counters) would stay empty.
+    ``enable_checkpointing=True`` saves the model (scvi-tools' format, ``TrajVI.load`` reads it) with
+    :class:`TrajVISaveCheckpoint`.
     """
 
     def __init__(self, model: BaseModelClass, *args: Any, **trainer_kwargs: Any) -> None:
         trainer_kwargs["logger"] = _with_history_logger(trainer_kwargs.get("logger"), trainer_kwargs)
+        if trainer_kwargs.get("enable_checkpointing"):
+            callbacks = list(trainer_kwargs.get("callbacks") or [])
+            if not any(isinstance(c, SaveCheckpoint) for c in callbacks):
+                monitor = trainer_kwargs.get("checkpointing_monitor", "validation_loss")
+                trainer_kwargs["callbacks"] = [*callbacks, TrajVISaveCheckpoint(monitor=monitor)]
         super().__init__(model, *args, **trainer_kwargs)
 
     def _run_training_core(self) -> None:
@@ -61,6 +68,20 @@ class TrajVITrainRunner(TrainRunner):
             frame.index = pd.Index(np.asarray(frame.index, dtype=int) + offset, name=frame.index.name or "epoch")
             merged[key] = pd.concat([merged[key], frame]) if key in merged else frame
         self.model.history_ = _as_float(merged)
+
+
+class TrajVISaveCheckpoint(SaveCheckpoint):
+    """scvi-tools' :class:`~scvi.train.SaveCheckpoint` for trajvi's plans, whose steps return no loss.
+
+    trajvi optimizes by hand and its guards already count and skip non-finite steps, so the per-batch
+    NaN check of scvi-tools' callback (which reads the step's returned loss) has nothing to read.
+    """
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Check the step's loss when it returned one (trajvi's steps return none)."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 def _with_history_logger(user: Any, trainer_kwargs: dict[str, Any]) -> Any:
