@@ -31,6 +31,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import trajvi
+from trajvi._settings import DEFAULT_NUM_THREADS
 
 BUSY_LOOP = "import numpy as np\na = np.random.rand(600, 600)\nwhile True:\n    a @ a\n"
 
@@ -136,7 +137,7 @@ def main() -> None:
         "torch": torch.__version__,
         "scvi_tools": scvi.__version__,
         "platform": platform.platform(),
-        "default_num_threads": trajvi.settings.__class__().num_threads,
+        "default_num_threads": DEFAULT_NUM_THREADS,
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,9 @@ class TrajVISettings:
     num_threads
         Torch CPU threads while trajvi trains (both phases and the residual-penalty search), encodes and
         predicts; the caller's thread count is restored afterwards. ``None`` (default) uses
-        ``scvi.settings.num_threads`` when it is set, else ``1``: on a shared CPU more threads made phase 1 up
-        to 17 times slower while other processes kept the cores busy, and one thread was within a small
-        factor of the best quiet figure (docs/performance.md, "CPU threads"). Set it higher on a CPU that
-        trajvi has to itself.
+        ``scvi.settings.num_threads`` when it is set, else ``1``: on a 2-core machine shared with other
+        processes, 2 threads made a phase-1 epoch 10 to 30 times slower than 1 (docs/performance.md, "CPU
+        threads"). Set it higher on a CPU that trajvi has to itself.
 
     Examples
     --------
