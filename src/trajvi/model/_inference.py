@@ -12,6 +12,7 @@ from scipy import sparse
 from scvi.distributions import NegativeBinomial
 
 from trajvi._constants import ADATA_KEYS, REGISTRY_KEYS
+from trajvi._runtime import in_fit_context
 from trajvi._types import INTEGRATORS, check_option
 from trajvi.dynamics import simulate, time_grid
 
@@ -222,6 +223,7 @@ class InferenceMixin(TrajectoryMixin):
             raise KeyError(msg)
         return torch.as_tensor([lookup[g] for g in genes], device=self.module.device), genes
 
+    @in_fit_context
     def simulate_trajectory(
         self,
         adata: AnnData | None = None,
@@ -384,6 +386,7 @@ class InferenceMixin(TrajectoryMixin):
                     host_frames.append(frame.cpu().numpy().astype(np.float32))
         return torch.stack(frames) if with_grad else np.stack(host_frames)
 
+    @in_fit_context
     def predict(
         self,
         adata: AnnData | None = None,

@@ -16,6 +16,7 @@ from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy, global_rank
 from trajvi._logging import logger
+from trajvi._runtime import in_fit_context
 from trajvi._types import ADVERSARIAL_TARGETS, AdversarialTarget, Composition, check_option
 from trajvi.data import validate_anndata
 from trajvi.diagnostics import monitor_callbacks
@@ -336,6 +337,7 @@ class TrajVI(FateMixin, LikelihoodMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         return [str(c) for c in mapping]
 
     # -- phase 1 -------------------------------------------------------------------------------
+    @in_fit_context
     def train(
         self,
         max_epochs: int | None = None,

@@ -9,6 +9,7 @@ import pandas as pd
 
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy
+from trajvi._runtime import in_fit_context
 from trajvi.data._checks import check_obs_key
 from trajvi.diagnostics import monitor_callbacks
 from trajvi.train import VelocityFitSettings, VelocityTrainingPlan, check_plan_kwargs, check_precision
@@ -139,6 +140,7 @@ class TrajectoryMixin:
         )
         raise ValueError(msg)
 
+    @in_fit_context
     def train_trajectories(
         self,
         path: Sequence[str] | Sequence[Sequence[str]] | Mapping[str, Sequence[str]] | None = None,

@@ -26,7 +26,7 @@ from trajvi.diagnostics import (
 from ._base import GuardedTrainingPlan, check_plan_kwargs, check_precision, report_guards
 from ._device_data import DeviceDataSplitter
 from ._pairs import PairDataModule, Segment, draw_pairs
-from ._runner import TrajVITrainRunner
+from ._runner import TrajVISaveCheckpoint, TrajVITrainRunner
 from ._vae import TrajVITrainingPlan
 from ._velocity import VelocityFitResult, VelocityFitSettings, VelocityTrainingPlan, fit_velocity_field
 
@@ -41,6 +41,7 @@ __all__ = [
     "PairDataModule",
     "ParameterMonitor",
     "Segment",
+    "TrajVISaveCheckpoint",
     "TrajVITrainRunner",
     "TrajVITrainingPlan",
     "VelocityFitResult",
