@@ -16,6 +16,7 @@ from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy, global_rank
 from trajvi._logging import logger
+from trajvi._runtime import in_fit_context
 from trajvi._types import ADVERSARIAL_TARGETS, AdversarialTarget, Composition, check_option
 from trajvi.data import validate_anndata
 from trajvi.diagnostics import monitor_callbacks
@@ -31,6 +32,7 @@ from trajvi.train import (
 
 from ._compat import check_categories, check_genes, read_saved
 from ._fates import FateMixin
+from ._likelihood import LikelihoodMixin
 from ._query import QueryMixin
 
 if TYPE_CHECKING:
@@ -44,12 +46,15 @@ def _trains_on_gpu(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
-class TrajVI(QueryMixin, FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(QueryMixin, FateMixin, LikelihoodMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
     embeddings, with a discriminator that reads the condition (or the batch) from the latent and an
-    adversarial term that makes the latent hard to read.
+    adversarial term that makes the latent hard to read. Phase 2 (:meth:`train_trajectories`) couples the
+    cells of one condition to the next by optimal transport in that latent and fits a velocity field along
+    the coupled pairs; :meth:`simulate_trajectory` integrates the field from chosen cells and decodes
+    expression along the way, and :meth:`predict` returns predicted cells of a target condition as an AnnData.
 
     Parameters
     ----------
@@ -88,12 +93,31 @@ class TrajVI(QueryMixin, FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
 
     Examples
     --------
+    Phase 1, the count model, on synthetic counts with a known answer:
+
     >>> import trajvi
-    >>> adata = trajvi.data.synthetic()
+    >>> adata = trajvi.data.synthetic(n_cells=2000, n_genes=300)
     >>> trajvi.TrajVI.setup_anndata(adata, condition_key="condition", batch_key="batch")
-    >>> model = trajvi.TrajVI(adata)
-    >>> model.train(max_epochs=20)
+    >>> model = trajvi.TrajVI(adata, n_latent=10)
+    >>> model.train(max_epochs=60)
     >>> adata.obsm["X_trajvi"] = model.get_latent_representation()
+
+    Phase 2, optimal transport and the velocity field from control to stimulated cells, coupled within
+    each cell type:
+
+    >>> model.train_trajectories(["control", "stimulated"], couple_within="cell_type")
+
+    Then simulate where control cells go (the latent path, the decoded means of two genes along it and the
+    times) and predict stimulated cells as an AnnData of counts:
+
+    >>> control = (adata.obs["condition"] == "control").to_numpy().nonzero()[0]
+    >>> result = model.simulate_trajectory(
+    ...     indices=control[:100], source="control", target="stimulated", genes=["gene_1", "gene_2"]
+    ... )
+    >>> result.latent.shape, result.expression.shape, result.times.shape
+    ((101, 100, 10), (101, 100, 2), (101,))
+    >>> predicted = model.predict(source="control", target="stimulated")
+    >>> model.save("my_model/")  # later: trajvi.TrajVI.load("my_model/", adata=adata)
     """
 
     _module_cls = TrajVIModule
@@ -314,6 +338,7 @@ class TrajVI(QueryMixin, FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         return [str(c) for c in mapping]
 
     # -- phase 1 -------------------------------------------------------------------------------
+    @in_fit_context
     def train(
         self,
         max_epochs: int | None = None,

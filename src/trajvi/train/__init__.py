@@ -28,7 +28,7 @@ from ._base import GuardedTrainingPlan, check_plan_kwargs, check_precision, repo
 from ._device_data import DeviceDataSplitter
 from ._pairs import PairDataModule, Segment, draw_pairs
 from ._query import QueryTrainingPlan
-from ._runner import TrajVITrainRunner
+from ._runner import TrajVISaveCheckpoint, TrajVITrainRunner
 from ._vae import TrajVITrainingPlan
 from ._velocity import VelocityFitResult, VelocityFitSettings, VelocityTrainingPlan, fit_velocity_field
 
@@ -44,6 +44,7 @@ __all__ = [
     "ParameterMonitor",
     "QueryTrainingPlan",
     "Segment",
+    "TrajVISaveCheckpoint",
     "TrajVITrainRunner",
     "TrajVITrainingPlan",
     "VelocityFitResult",
