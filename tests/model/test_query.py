@@ -246,3 +246,13 @@ def test_a_copy_with_an_unseen_batch_is_refused_before_anything_is_written(refer
     with pytest.raises(ValueError, match=r"batches \['batch_9'\].*load_query_data"):
         model.predict(copied, source="control")
     _assert_same(copied, snap)
+
+
+def test_a_query_copied_from_the_reference_data_leaves_the_reference_setup_alone(reference):
+    model, adata, _, _ = reference
+    query = adata[:60].copy()  # carries the reference data's registration
+    query.obs["batch"] = pd.Categorical(["batch_new"] * query.n_obs)
+    trajvi.TrajVI.load_query_data(query, model)
+    assert query.uns["_scvi_uuid"] != adata.uns["_scvi_uuid"]
+    assert model.get_anndata_manager(adata).adata is adata
+    assert trajvi.TrajVI(adata, n_latent=3, n_hidden=16).adata_manager.adata is adata

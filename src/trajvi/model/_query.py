@@ -163,6 +163,10 @@ class QueryMixin(ArchesMixin):
         _, _, torch_device = parse_device_args(
             accelerator=accelerator, devices=device, return_device="torch", validate_single_device=True
         )
+        uuid = adata.uns.get(scvi_constants._SCVI_UUID_KEY)
+        stored = cls._setup_adata_manager_store.get(uuid) if uuid is not None else None
+        if stored is not None and stored.adata is not adata:
+            _assign_adata_uuid(adata, overwrite=True)  # a copy of set-up data: keep the original's setup its own
         cls.setup_anndata(
             adata, source_registry=registry, extend_categories=True, **registry[scvi_constants._SETUP_ARGS_KEY]
         )
