@@ -119,7 +119,11 @@ class QueryMixin(ArchesMixin):
         ValueError
             The reference was set up without a ``batch_key`` (new cells need no mapping then: pass them to
             the reference's methods), ``adata`` has no batch the reference does not know, other genes, or
-            input that :meth:`~trajvi.TrajVI.setup_anndata` refuses.
+            input that :meth:`~trajvi.TrajVI.setup_anndata` refuses; a folder that holds no trajvi model.
+        RuntimeError
+            The reference is not trained.
+        TypeError
+            ``reference_model`` is neither a :class:`~trajvi.TrajVI` nor a folder.
 
         Examples
         --------
