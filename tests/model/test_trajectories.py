@@ -6,7 +6,7 @@ import torch
 
 import trajvi
 from tests.conftest import TRAIN_KW
-from trajvi.tl import expression_energy_distance
+from trajvi.metrics import expression_energy_distance
 
 HELD_OUT = "type_0"
 
