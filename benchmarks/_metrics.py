@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
 
 from trajvi import metrics
 from trajvi.metrics import lfc_r2, mean_r2, wasserstein1
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    import scipy.sparse as sp
 
 __all__ = [
     "energy_distance",
@@ -45,9 +44,11 @@ def log_normalize(counts: np.ndarray | sp.spmatrix, genes_idx: Sequence[int] | n
     np.ndarray
         Dense ``float32`` array ``(n_cells, len(genes_idx) or n_genes)``.
     """
-    out = metrics.log_normalize(counts)
+    out = metrics.log_normalize(counts)  # sparse for sparse counts
     if genes_idx is not None:
         out = out[:, np.asarray(genes_idx)]
+    if sp.issparse(out):
+        out = out.toarray()
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -27,7 +27,7 @@ With ``--accuracy``, the effect of the block size on accuracy is measured on the
 the coupling error in the true latent (each source cell's true stimulated counterpart against the target
 cell it is paired with, relative to random pairing; 0 is the true pairing), and, after a phase-2 fit at a
 fixed training batch of 256, the prediction of the stimulated cells from control cells: the energy distance
-to measured stimulated cells (:func:`trajvi.tl.expression_energy_distance`, relative to the unmoved control
+to measured stimulated cells (:func:`trajvi.metrics.expression_energy_distance`, relative to the unmoved control
 cells) and the per-cell total-variation distance of the decoded expression to each cell's true counterpart
 (:func:`trajvi.data.true_expression`).
 
@@ -205,8 +205,8 @@ def prediction_scores(adata, model, idx, args) -> dict[str, float]:
     tgt = rng.choice(idx[codes[idx] == 1], min(1000, int((codes[idx] == 1).sum())), replace=False)
     pred = model.predict(source="control", target="stimulated", indices=src, n_steps=20, method="euler")
     reference = adata.X[np.concatenate([src, tgt])]
-    d_pred = trajvi.tl.expression_energy_distance(pred.X, adata.X[tgt], reference=reference)
-    d_src = trajvi.tl.expression_energy_distance(adata.X[src], adata.X[tgt], reference=reference)
+    d_pred = trajvi.metrics.expression_energy_distance(pred.X, adata.X[tgt], reference=reference)
+    d_src = trajvi.metrics.expression_energy_distance(adata.X[src], adata.X[tgt], reference=reference)
     means = np.asarray(pred.layers["trajvi_mean"], dtype=np.float64)
     freq = means / means.sum(axis=1, keepdims=True)
     batch = adata.obs["batch"].cat.codes.to_numpy()[src]

@@ -39,4 +39,6 @@ if os.environ.get("TRAJVI_DOCS_OFFLINE"):
     # to other projects' objects are then left as plain text.
     extensions.remove("sphinx.ext.intersphinx")
 html_theme = "sphinx_book_theme"
+html_static_path = ["_static"]
+html_css_files = ["trajvi.css"]  # wide tables: smaller font, horizontal scroll
 html_title = "trajvi"

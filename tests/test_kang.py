@@ -23,5 +23,5 @@ def test_kang_20_epochs_finite_and_separates_cell_types():
     assert np.isfinite(hist["reconstruction_loss_train"].iloc[:, 0]).all()
     z = model.get_latent_representation()
     labelled = (adata.obs["cell_type_source"] == "scgen").to_numpy()
-    accuracy = trajvi.tl.knn_accuracy(z[labelled], adata.obs["cell_type"].to_numpy()[labelled])
+    accuracy = trajvi.metrics.knn_accuracy(z[labelled], adata.obs["cell_type"].to_numpy()[labelled])
     assert accuracy >= 0.8, accuracy

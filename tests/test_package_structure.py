@@ -122,16 +122,25 @@ def _public(module: object) -> list[tuple[str, object]]:
     return [(name, getattr(module, name)) for name in module.__all__ if inspect.isfunction(getattr(module, name))]
 
 
-#: tl functions that are scores re-exported from trajvi.metrics (array utilities, not AnnData tools).
-_METRICS = {name for name, f in _public(trajvi.tl) if f.__module__.startswith("trajvi.metrics")}
 #: pl functions that read something other than an AnnData (the reason is the value).
-_PLOTS_OF_OTHER_INPUTS = {
-    "gene_trends": "draws the table tl.gene_trends returns",
-    "history": "draws a model's training history",
-}
+_PLOTS_OF_OTHER_INPUTS = {"history": "draws a model's training history, which is not in an AnnData"}
 
 
-@pytest.mark.parametrize(("name", "func"), [(n, f) for n, f in _public(trajvi.tl) if n not in _METRICS])
+def test_tl_holds_anndata_tools_only():
+    """Array utilities live in trajvi.metrics; their old tl names say where they went."""
+    for name, func in _public(trajvi.tl):
+        assert not func.__module__.startswith("trajvi.metrics"), f"tl.{name} is an array utility: trajvi.metrics"
+    for name in ("energy_distance", "expression_energy_distance", "knn_accuracy", "linear_r2", "log_normalize"):
+        assert not hasattr(trajvi.tl, name)
+        with pytest.raises(AttributeError, match=r"has moved: use trajvi\.metrics\."):
+            getattr(trajvi.tl, name)
+        new = trajvi.tl._MOVED[name].removeprefix("trajvi.metrics.")
+        assert callable(getattr(trajvi.metrics, new))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        trajvi.tl.nope  # noqa: B018
+
+
+@pytest.mark.parametrize(("name", "func"), _public(trajvi.tl))
 def test_tl_functions_follow_the_scanpy_conventions(name, func):
     params = list(inspect.signature(func).parameters.values())
     assert params[0].name == "adata", f"tl.{name}: adata first"
@@ -140,20 +149,29 @@ def test_tl_functions_follow_the_scanpy_conventions(name, func):
     names = {p.name for p in params}
     returns = str(inspect.signature(func).return_annotation)  # a string: the modules use postponed annotations
     assert "key_added" in names, f"tl.{name}: results stored under key_added"
+    assert inspect.signature(func).parameters["key_added"].default, f"tl.{name}: key_added has a default key"
     if "copy" in names:
         assert returns == "AnnData | None", f"tl.{name}: copy=True returns the copy, else None"
-    else:  # a table tool: returns its table and stores it when asked
+        assert inspect.signature(func).parameters["copy"].default is False
+    else:  # a table tool: returns its table and stores it too
         assert returns == "pd.DataFrame", f"tl.{name}: copy=, or a DataFrame result"
     assert func.__doc__ and "key_added" in func.__doc__
 
 
 @pytest.mark.parametrize(("name", "func"), _public(trajvi.pl))
 def test_pl_functions_follow_the_scanpy_conventions(name, func):
+    """The signature; tests/pl/test_utils.py runs every plot with show=False, return_fig=True and save=."""
     params = inspect.signature(func).parameters
     first = next(iter(params))
     assert first == "adata" or name in _PLOTS_OF_OTHER_INPUTS, f"pl.{name}: adata first"
-    for option in ("show", "return_fig"):
+    for option, default in (("show", None), ("save", None), ("return_fig", False)):
+        assert option in params, f"pl.{name}: takes {option}="
         assert params[option].kind is inspect.Parameter.KEYWORD_ONLY, f"pl.{name}: keyword-only {option}"
+        assert params[option].default is default, f"pl.{name}: {option}={default} by default, as in scanpy"
+        assert f"\n    {option}\n" in (func.__doc__ or ""), f"pl.{name}: {option} is documented"
+    assert str(params["save"].annotation) == "bool | str | None", f"pl.{name}: save is True or a file-name suffix"
+    returns = str(inspect.signature(func).return_annotation)
+    assert returns in ("Figure | Axes | None", "Figure | list[Axes] | None"), f"pl.{name}: returns fig/axes/None"
     assert "ax" in params or "axs" in params, f"pl.{name}: draws into given axes"
     positional = [p for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     assert len(positional) <= 1, f"pl.{name}: one positional parameter, the rest keyword-only"

@@ -30,6 +30,7 @@ class _AnnDataKeys(NamedTuple):
     FATES: str = "trajvi_fates"  # obsm (probabilities), uns (columns, parameters): tl.fate_probabilities
     ANCESTORS: str = "trajvi_ancestors"  # obs: tl.ancestors
     GROWTH: str = "trajvi_growth"  # obs: tl.growth_rates
+    TRENDS: str = "trajvi_trends"  # uns (table, parameters): tl.gene_trends, pl.gene_trends
 
 
 class _HistoryKeys(NamedTuple):

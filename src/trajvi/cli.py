@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
-from trajvi._constants import ADATA_KEYS
-from trajvi._logging import logger
-from trajvi._types import OT_METHODS
+from trajvi._types import OTMethod
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from trajvi._types import OTMethod
+#: The first bytes of every HDF5 file (h5ad files are HDF5).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+class CLIError(Exception):
+    """A problem the command reports as one line on standard error (exit status 2)."""
 
 
 def _positive_int(value: str) -> int:
@@ -34,12 +40,52 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _penalty(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0 or number == float("inf"):
+        msg = f"{value!r} is neither 'auto' nor a finite number >= 0"
+        raise argparse.ArgumentTypeError(msg)
+    return number
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trajvi")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0.0.0"
+
+
 def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, flow_epochs: int) -> None:
     parser.add_argument("--epochs", type=_positive_int, default=epochs, help=f"phase-1 epochs (default: {epochs})")
     parser.add_argument(
         "--flow-epochs", type=_positive_int, default=flow_epochs, help=f"phase-2 epochs (default: {flow_epochs})"
     )
-    parser.add_argument("--ot-method", choices=OT_METHODS, default="exact")
+    parser.add_argument("--ot-method", choices=get_args(OTMethod), default="exact")
+    parser.add_argument("--n-latent", type=_positive_int, default=10, help="latent dimensions (default: 10)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=128, help="phase-1 cells per minibatch (default: 128)"
+    )
+    parser.add_argument(
+        "--residual-penalty",
+        type=_penalty,
+        default="auto",
+        metavar="auto|P",
+        help="residual penalty of the velocity field, or 'auto' to choose it by validation (default: auto)",
+    )
+    parser.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="training hardware (default: auto)")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads (default: scvi.settings.num_threads if set, else 1; see trajvi.settings)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -47,6 +93,7 @@ def _add_training_options(parser: argparse.ArgumentParser, *, epochs: int, flow_
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``trajvi`` command."""
     parser = argparse.ArgumentParser(prog="trajvi", description="Learn how single cells move between conditions.")
+    parser.add_argument("--version", action="version", version=f"trajvi {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fit = sub.add_parser("fit", help="fit both phases on an h5ad of raw counts and write the results")
@@ -66,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dose-key", default=None, help="numeric obs column: dose of each cell's perturbation")
     fit.add_argument("--couple-within", default=None, help="obs column: couple only cells of the same group")
     fit.add_argument("--out", type=Path, required=True, help="output h5ad (predictions go to OUT_predicted.h5ad)")
-    fit.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the model here")
+    fit.add_argument(
+        "--save-model", type=Path, default=None, metavar="DIR", help="model folder (default: OUT_model beside OUT)"
+    )
     _add_training_options(fit, epochs=100, flow_epochs=100)
 
     demo = sub.add_parser("demo", help="fit trajvi on built-in synthetic data with a known answer")
@@ -75,6 +124,56 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-genes", type=_positive_int, default=500, help="number of genes (default: 500)")
     _add_training_options(demo, epochs=60, flow_epochs=50)
     return parser
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Check, before any training, that ``folder`` can be created (if missing) and written into."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        msg = f"cannot write the {what} into {folder}: {probe} exists and is not a folder"
+        raise CLIError(msg)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        msg = f"cannot write the {what} into {folder}: no permission to write in {probe}"
+        raise CLIError(msg)
+
+
+def _check_output_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        msg = f"cannot write the {what} to {path}: it is a folder"
+        raise CLIError(msg)
+    if path.exists() and not os.access(path, os.W_OK):
+        msg = f"cannot write the {what} to {path}: permission denied"
+        raise CLIError(msg)
+    _check_writable_folder(path.parent, what)
+
+
+def _read_h5ad(path: Path) -> Any:
+    """Read an h5ad file, or raise :class:`CLIError` saying why it cannot be read."""
+    if not path.exists():
+        msg = f"input file {path} does not exist"
+        raise CLIError(msg)
+    if path.is_dir():
+        msg = f"input {path} is a folder, not an h5ad file"
+        raise CLIError(msg)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    except OSError as err:
+        msg = f"cannot read {path}: {err.strerror or err}"
+        raise CLIError(msg) from err
+    if head != HDF5_SIGNATURE:
+        msg = f"{path} is not an h5ad file (no HDF5 signature); convert it with anndata or scanpy first"
+        raise CLIError(msg)
+    import anndata as ad
+
+    try:
+        return ad.read_h5ad(path)
+    except Exception as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        msg = f"cannot read {path} as h5ad (damaged or incomplete file?): {detail}"
+        raise CLIError(msg) from err
 
 
 def _fit_and_write(
@@ -92,6 +191,10 @@ def _fit_and_write(
     ot_method: OTMethod,
     seed: int,
     progress: bool,
+    n_latent: int = 10,
+    batch_size: int = 128,
+    residual_penalty: float | str = "auto",
+    accelerator: str = "auto",
 ) -> tuple[Any, Any]:
     """Both phases, then latent, trajectories and predictions; returns the model and the predicted cells.
 
@@ -102,20 +205,29 @@ def _fit_and_write(
     import scvi
 
     import trajvi
+    from trajvi._logging import logger
+    from trajvi._runtime import quiet_fit
     from trajvi.trajectory import resolve_paths
 
-    scvi.settings.seed = seed
+    with quiet_fit():  # Lightning's "Seed set to" line
+        scvi.settings.seed = seed
     trajvi.TrajVI.setup_anndata(
         adata, condition_key, layer=layer, batch_key=batch_key, time_key=time_key, dose_key=dose_key
     )
-    model = trajvi.TrajVI(adata)
+    model = trajvi.TrajVI(adata, n_latent=n_latent)
     named = resolve_paths(paths, model.conditions)  # fail before training, not after it
     logger.info("Phase 1: the count model, %d epochs.", epochs)
-    model.train(max_epochs=epochs, enable_progress_bar=progress)
+    model.train(max_epochs=epochs, batch_size=batch_size, accelerator=accelerator, enable_progress_bar=progress)
     shown = "; ".join(" -> ".join(p) for p in named.values())
     logger.info("Phase 2: coupling %s and fitting the velocity field, %d epochs.", shown, flow_epochs)
     model.train_trajectories(
-        named, couple_within=couple_within, ot_method=ot_method, max_epochs=flow_epochs, enable_progress_bar=progress
+        named,
+        couple_within=couple_within,
+        ot_method=ot_method,
+        max_epochs=flow_epochs,
+        residual_penalty=residual_penalty,  # type: ignore[arg-type]  # "auto" or a float, checked by the parser
+        accelerator=accelerator,
+        enable_progress_bar=progress,
     )
     trajvi.tl.latent(adata, model)
     first = next(iter(named))
@@ -125,49 +237,58 @@ def _fit_and_write(
     return model, predicted
 
 
-def run_fit(args: argparse.Namespace) -> int:
-    """``trajvi fit``."""
-    import anndata as ad
+def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "epochs": args.epochs,
+        "flow_epochs": args.flow_epochs,
+        "ot_method": args.ot_method,
+        "seed": args.seed,
+        "progress": not args.no_progress,
+        "n_latent": args.n_latent,
+        "batch_size": args.batch_size,
+        "residual_penalty": args.residual_penalty,
+        "accelerator": args.accelerator,
+    }
 
-    if not args.input.exists():
-        logger.error("Input file %s does not exist.", args.input)
-        return 2
+
+def run_fit(args: argparse.Namespace) -> int:
+    """``trajvi fit``: check the input and the outputs, fit, write; one line on standard error on failure."""
     if any(len(path) < 2 for path in args.path):
-        logger.error("each --path needs at least two conditions, in order.")
-        return 2
-    adata = ad.read_h5ad(args.input)
-    try:
-        model, predicted = _fit_and_write(
-            adata,
-            condition_key=args.condition_key,
-            paths=[list(p) for p in args.path],
-            layer=args.layer,
-            batch_key=args.batch_key,
-            time_key=args.time_key,
-            dose_key=args.dose_key,
-            couple_within=args.couple_within,
-            epochs=args.epochs,
-            flow_epochs=args.flow_epochs,
-            ot_method=args.ot_method,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
-    except (KeyError, ValueError, TypeError) as err:
-        logger.error("%s", err.args[0] if err.args else err)
-        return 2
+        msg = "each --path needs at least two conditions, in order"
+        raise CLIError(msg)
+    model_dir = args.save_model or args.out.with_name(args.out.stem + "_model")
+    predicted_path = args.out.with_name(args.out.stem + "_predicted.h5ad")
+    _check_output_file(args.out, "results")
+    _check_output_file(predicted_path, "predicted cells")
+    _check_writable_folder(model_dir, "model")
+    adata = _read_h5ad(args.input)
+    model, predicted = _fit_and_write(
+        adata,
+        condition_key=args.condition_key,
+        paths=[list(p) for p in args.path],
+        layer=args.layer,
+        batch_key=args.batch_key,
+        time_key=args.time_key,
+        dose_key=args.dose_key,
+        couple_within=args.couple_within,
+        **_training_kwargs(args),
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(args.out)
-    predicted_path = args.out.with_name(args.out.stem + "_predicted.h5ad")
     predicted.write_h5ad(predicted_path)
-    if args.save_model is not None:
-        model.save(args.save_model, overwrite=True, save_anndata=False)
-    print(f"trajvi fit: wrote {args.out} (obsm X_trajvi, trajvi) and {predicted_path} ({predicted.n_obs} cells)")
+    model.save(str(model_dir), overwrite=True, save_anndata=False)
+    print(
+        f"trajvi fit: model in {model_dir}/; results in {args.out} (obsm X_trajvi, trajvi) and "
+        f"{predicted_path} ({predicted.n_obs} predicted cells)"
+    )
     return 0
 
 
-def _save_figure(fig: Figure | None, path: Path) -> None:
+def _save_figure(fig: Figure | Axes | list[Axes] | None, path: Path) -> None:
     """Write a figure returned by a ``trajvi.pl`` function called with ``return_fig=True``."""
-    assert fig is not None  # return_fig=True returns the figure
+    from matplotlib.figure import Figure as FigureType
+
+    assert isinstance(fig, FigureType)  # return_fig=True returns the figure
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
@@ -181,8 +302,12 @@ def run_demo(
     seed: int = 0,
     ot_method: OTMethod = "exact",
     progress: bool = True,
+    n_latent: int = 10,
+    batch_size: int = 128,
+    residual_penalty: float | str = "auto",
+    accelerator: str = "auto",
 ) -> dict[str, Any]:
-    """Fit both phases on synthetic data and write ``demo.h5ad``, ``predicted.h5ad``, figures and metrics.
+    """Fit both phases on synthetic data and write ``demo.h5ad``, ``predicted.h5ad``, the model, figures and metrics.
 
     Returns
     -------
@@ -197,7 +322,10 @@ def run_demo(
     import scanpy as sc
 
     import trajvi
+    from trajvi._constants import ADATA_KEYS
+    from trajvi._logging import logger
 
+    _check_writable_folder(out, "demo results")
     out.mkdir(parents=True, exist_ok=True)
     logger.info("Simulating %d cells x %d genes (seed %d).", n_cells, n_genes, seed)
     adata = trajvi.data.synthetic(n_cells, n_genes, seed=seed)
@@ -214,15 +342,19 @@ def run_demo(
         ot_method=ot_method,
         seed=seed,
         progress=progress,
+        n_latent=n_latent,
+        batch_size=batch_size,
+        residual_penalty=residual_penalty,
+        accelerator=accelerator,
     )
     stim = (adata.obs["condition"] == "stimulated").to_numpy()
     metrics = {
-        "cell_type_knn_accuracy": trajvi.tl.knn_accuracy(adata.obsm[ADATA_KEYS.LATENT], adata.obs["cell_type"]),
-        "true_latent_r2": trajvi.tl.linear_r2(adata.obsm[ADATA_KEYS.LATENT], adata.obsm["true_latent"]),
-        "energy_distance_predicted_to_stimulated": trajvi.tl.expression_energy_distance(
+        "cell_type_knn_accuracy": trajvi.metrics.knn_accuracy(adata.obsm[ADATA_KEYS.LATENT], adata.obs["cell_type"]),
+        "true_latent_r2": trajvi.metrics.linear_r2(adata.obsm[ADATA_KEYS.LATENT], adata.obsm["true_latent"]),
+        "energy_distance_predicted_to_stimulated": trajvi.metrics.expression_energy_distance(
             predicted.X, adata.X[stim], reference=adata.X
         ),
-        "energy_distance_control_to_stimulated": trajvi.tl.expression_energy_distance(
+        "energy_distance_control_to_stimulated": trajvi.metrics.expression_energy_distance(
             adata.X[~stim], adata.X[stim], reference=adata.X
         ),
         "residual_penalty": model.residual_penalty_,
@@ -241,34 +373,61 @@ def run_demo(
         adata.varm["true_loadings"] @ np.diff(adata.obsm["true_latent_by_condition"].mean(axis=0), axis=0)[0]
     )
     genes = list(adata.var_names[np.argsort(effect)[::-1][:4]])
-    trends = trajvi.tl.gene_trends(adata, model, genes, groupby="cell_type")
-    _save_figure(trajvi.pl.gene_trends(trends, return_fig=True), out / "gene_trends.png")
+    trajvi.tl.gene_trends(adata, model, genes, groupby="cell_type")
+    _save_figure(trajvi.pl.gene_trends(adata, return_fig=True), out / "gene_trends.png")
     _save_figure(trajvi.pl.history(model, return_fig=True), out / "history.png")
     adata.write_h5ad(out / "demo.h5ad")
     predicted.write_h5ad(out / "predicted.h5ad")
+    model.save(str(out / "model"), overwrite=True, save_anndata=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``trajvi`` command."""
-    args = build_parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        from trajvi._settings import settings
+
+        settings.num_threads = args.threads
     if args.command == "fit":
         return run_fit(args)
-    metrics = run_demo(
-        args.out,
-        epochs=args.epochs,
-        flow_epochs=args.flow_epochs,
-        n_cells=args.n_cells,
-        n_genes=args.n_genes,
-        seed=args.seed,
-        ot_method=args.ot_method,
-        progress=not args.no_progress,
-    )
-    print(f"trajvi demo: results in {args.out}/ (demo.h5ad, predicted.h5ad, PNG figures, metrics.json)")
+    metrics = run_demo(args.out, n_cells=args.n_cells, n_genes=args.n_genes, **_training_kwargs(args))
     for key, value in metrics.items():
         print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
+    print(
+        f"trajvi demo: model in {args.out / 'model'}/; results in {args.out}/ "
+        "(demo.h5ad, predicted.h5ad, PNG figures, metrics.json)"
+    )
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(text.split())
+    return text or type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``trajvi`` command.
+
+    Returns the exit status: 0 on success; 2 for a problem with the arguments, the input or the outputs
+    (one line on standard error); 1 for a failure during the fit (one line naming the error's type);
+    130 when interrupted. Never a traceback.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except CLIError as err:
+        print(f"trajvi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError, TypeError) as err:
+        print(f"trajvi {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trajvi {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 (the command's contract: one line, never a traceback)
+        print(f"trajvi {args.command}: error ({type(err).__name__}): {_one_line(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,14 +25,14 @@ def test_after_a_manual_backward(trajvi_caplog):
     module = TrajVIModule(30, n_latent=4, n_hidden=16)
     _, _, out = module(_batch())
     out.loss.backward()
-    norms, has_nan, has_zero = check_gradients(module, phase_name="vae")
+    norms, has_nan, has_zero = check_gradients(module, blocks="vae")
     assert norms["decoder.gene_embeddings"] > 0
     assert not has_nan
     assert not any(name.startswith(("discriminator", "velocity")) for name in norms)
     # the condition embedding is unused without condition decoding? here it is used, so no zero gradient
     assert not has_zero
-    assert "Gradients (vae" in trajvi_caplog.text and "largest" in trajvi_caplog.text
-    adv_norms, _, adv_zero = check_gradients(module, phase_name="adversary", log=False)
+    assert "Gradients (vae, " in trajvi_caplog.text and "largest" in trajvi_caplog.text
+    adv_norms, _, adv_zero = check_gradients(module, blocks="adversary", log=False)
     assert adv_zero and all(v == 0.0 for v in adv_norms.values())  # no discriminator backward yet
 
 
@@ -42,11 +42,27 @@ def test_reports_nan_and_zero_gradients():
     out.loss.backward()
     module.decoder.query.weight.grad[0, 0] = float("nan")
     module.log_theta.grad.zero_()
-    check = check_gradients(module, phase_name="vae", log=False)
+    check = check_gradients(module, blocks="vae", log=False)
     assert check.has_nan_grad and math.isnan(check.grad_norms["decoder.query.weight"])
     assert check.has_zero_grad and check.grad_norms["log_theta"] == 0.0
-    with pytest.raises(ValueError, match="phase_name"):
-        check_gradients(module, phase_name="decoder")
+    with pytest.raises(ValueError, match="blocks"):
+        check_gradients(module, blocks="decoder")
+
+
+def test_the_specification_call_labels_the_report_and_checks_what_has_gradients(trajvi_caplog):
+    torch.manual_seed(0)
+    module = TrajVIModule(30, n_latent=4, n_hidden=16)
+    _, _, out = module(_batch())
+    out.loss.backward()
+    check = check_gradients(module, phase_name="Phase 1, Epoch 10")  # a label, not a selection
+    assert "Gradients (Phase 1, Epoch 10; vae, " in trajvi_caplog.text
+    assert check.grad_norms == check_gradients(module, blocks="vae", log=False).grad_norms
+    assert not check.has_zero_grad  # the discriminator and the field got no backward: not reported missing
+    everything = check_gradients(module, blocks="all", log=False)
+    assert everything.has_zero_grad and any(n.startswith("velocity") for n in everything.grad_norms)
+    with pytest.warns(FutureWarning, match="blocks='adversary'"):
+        old = check_gradients(module, phase_name="adversary", log=False)  # the old spelling still selects
+    assert old.grad_norms and all(n.startswith("discriminator") for n in old.grad_norms)
 
 
 def test_monitors_land_in_history_and_survive_save_load(synthetic_adata, seeded, tmp_path, trajvi_caplog):
@@ -74,7 +90,7 @@ def test_monitors_land_in_history_and_survive_save_load(synthetic_adata, seeded,
         assert key in hist, key
     assert hist["grad_nonfinite_count"].iloc[:, 0].max() == 0
     assert (hist["param_std/decoder"].iloc[:, 0] > 0).all()
-    assert trajvi_caplog.text.count("Gradients (vae") == 2  # epochs 0 and 2
+    assert trajvi_caplog.text.count("Gradients (phase 1, epoch") == 2  # epochs 0 and 2
     assert (tmp_path / "curves" / "history.csv").stat().st_size > 0
     assert (tmp_path / "curves" / "history.png").stat().st_size > 0
     model.train_trajectories(

@@ -44,8 +44,23 @@ def test_log_normalize_matches_scanpy_and_keeps_empty_cells_at_zero():
     a = ad.AnnData(np.delete(counts, 0, axis=0))
     sc.pp.normalize_total(a, target_sum=1e4)
     sc.pp.log1p(a)
-    np.testing.assert_allclose(metrics.log_normalize(sp.csr_matrix(counts))[1:], a.X, rtol=1e-5)
+    np.testing.assert_allclose(metrics.log_normalize(sp.csr_matrix(counts))[1:].toarray(), a.X, rtol=1e-5)
+    np.testing.assert_allclose(metrics.log_normalize(counts)[1:], a.X, rtol=1e-5)
     assert (metrics.log_normalize(counts)[0] == 0).all()
+
+
+@pytest.mark.parametrize("kind", [sp.csr_matrix, sp.csc_matrix, sp.csr_array])
+def test_log_normalize_keeps_sparse_counts_sparse(kind):
+    dense = np.random.default_rng(4).poisson(0.3, size=(40, 25)).astype(np.int32)
+    dense[0] = 0
+    counts = kind(dense)
+    before = counts.copy()
+    out = metrics.log_normalize(counts)
+    assert sp.issparse(out) and out.format == "csr" and out.dtype == np.float32
+    assert isinstance(out, sp.sparray) == isinstance(counts, sp.sparray)
+    assert out.nnz == np.count_nonzero(dense)  # only the stored entries: nothing densified
+    np.testing.assert_allclose(out.toarray(), metrics.log_normalize(dense), rtol=1e-6)
+    assert (counts != before).nnz == 0 and counts.dtype == np.int32  # the input is left as it was
 
 
 def test_r2_helpers():
@@ -57,3 +72,14 @@ def test_r2_helpers():
     assert metrics.lfc_r2(ctrl + shift, true, ctrl, np.arange(30)) == pytest.approx(1.0)
     assert metrics.lfc_r2(ctrl - shift[::-1], true, ctrl, np.arange(30)) < 0.5
     assert np.isnan(metrics.mean_r2(np.ones((3, 4)), true[:, :4]))
+
+
+def test_knn_accuracy_and_linear_r2():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b"], 50)
+    separated = rng.normal(size=(100, 2)) + (labels == "a")[:, None] * 10
+    assert metrics.knn_accuracy(separated, labels) > 0.95
+    assert metrics.knn_accuracy(rng.normal(size=(100, 2)), labels) < 0.8
+    truth = rng.normal(size=(100, 3))
+    assert metrics.linear_r2(truth @ rng.normal(size=(3, 5)), truth) > 0.99
+    assert metrics.linear_r2(rng.normal(size=(100, 5)), truth) < 0.2

@@ -26,6 +26,10 @@ def _assert_unchanged(adata, snap):
     assert adata.var_names.equals(var_names)
 
 
+def _stimulated(adata):
+    return np.flatnonzero((adata.obs["condition"] == "stimulated").to_numpy())[:3]
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     import scvi
@@ -52,6 +56,32 @@ def fitted(tmp_path_factory):
         (lambda m, a: m.simulate_trajectory(genes=["nope"]), KeyError, "genes not in"),
         (lambda m, a: m.simulate_trajectory(target="stimulated", t_span=(0, 1)), ValueError, "not both"),
         (lambda m, a: m.simulate_trajectory(t_span=(0.5, 0.5)), ValueError, "starts and ends"),
+        (lambda m, a: m.simulate_trajectory(indices=[10_000]), ValueError, r"outside \[0, 400\)"),
+        (lambda m, a: m.simulate_trajectory(indices=[-1]), ValueError, "negative positions are not accepted"),
+        (lambda m, a: m.simulate_trajectory(indices=np.ones(5, bool)), ValueError, "mask of length 5.*400 cells"),
+        (lambda m, a: m.simulate_trajectory(indices=[0, 0]), ValueError, "repeats cells"),
+        (lambda m, a: m.simulate_trajectory(indices=list(a.obs_names[:2])), ValueError, "get_indexer"),
+        (lambda m, a: m.simulate_trajectory(indices=_stimulated(a)), ValueError, "not of the source condition"),
+        (
+            lambda m, a: m.predict(source="control", target="stimulated", indices=_stimulated(a)),
+            ValueError,
+            r"3 cell\(s\) that are not of the source condition 'control' \(they are of \['stimulated'\]\)",
+        ),
+        (lambda m, a: m.predict(source="control", indices=[400]), ValueError, "outside"),
+        (lambda m, a: m.simulate_trajectory(t_span=(0, float("nan"))), ValueError, "finite"),
+        (lambda m, a: m.predict(source="control", t_span=(0, float("inf"))), ValueError, "finite"),
+        (lambda m, a: m.simulate_trajectory(t_span=(0, 1, 2)), ValueError, "two numbers"),
+        (lambda m, a: trajvi.tl.trajectories(a, m, t_span=(float("nan"), 1)), ValueError, "finite"),
+        (
+            lambda m, a: m.train_trajectories(["control", "stimulated"], indices=[-3, 5]),
+            ValueError,
+            "negative positions",
+        ),
+        (
+            lambda m, a: m.train_trajectories(["control", "stimulated"], indices=np.ones(399, bool)),
+            ValueError,
+            "mask of length 399",
+        ),
         (lambda m, a: m.predict(source="control", target="stimulated", n_samples=0), ValueError, "n_samples"),
         (lambda m, a: m.predict(source="control", target="stimulated", indices=[]), ValueError, "no cells"),
         (

@@ -6,7 +6,7 @@ import torch
 
 import trajvi
 from tests.conftest import TRAIN_KW
-from trajvi.tl import expression_energy_distance
+from trajvi.metrics import expression_energy_distance
 
 HELD_OUT = "type_0"
 
@@ -102,6 +102,41 @@ def test_simulation_shapes_genes_and_gradients(perturbation):
     g.expression.sum().backward()
     grads = [p.grad for p in model.module.velocity_parameters()]
     assert any(gr is not None and gr.abs().sum() > 0 for gr in grads)
+    model.module.zero_grad(set_to_none=True)
+
+
+def test_result_unpacks_as_latent_means_times_and_keeps_its_attributes(perturbation):
+    model, adata, *_ = perturbation
+    idx = _held_out_sources(adata)[:4]
+    result = model.simulate_trajectory(indices=idx, n_steps=5, genes=list(adata.var_names[:2]))
+    traj_z, traj_mean, times = result  # the specification's call
+    assert traj_z is result.latent and traj_mean is result.expression and times is result.times
+    assert traj_z.shape == (6, 4, 8) and traj_mean.shape == (6, 4, 2) and times.shape == (6,)
+    assert result.source == "control" and result.cells == list(adata.obs_names[idx])
+    _, no_means, _ = model.simulate_trajectory(indices=idx, n_steps=5, decode=False)
+    assert no_means is None
+
+
+def test_with_grad_reaches_the_encoder_from_the_counts(perturbation):
+    model, adata, *_ = perturbation
+    idx = _held_out_sources(adata)[:6]
+    plain = model.simulate_trajectory(indices=idx, n_steps=4, decode=False)
+    model.module.zero_grad(set_to_none=True)
+    traj_z, traj_mean, _ = model.simulate_trajectory(indices=idx, n_steps=4, with_grad=True, batch_size=4)
+    # the same start as without a graph (posterior means), now with the encoder's graph
+    np.testing.assert_allclose(traj_z[0].detach().cpu().numpy(), plain.latent[0], rtol=1e-5, atol=1e-6)
+    assert traj_z[0].requires_grad
+    loss = torch.log1p(traj_mean).mean()  # an expression-space loss
+    loss.backward()
+    for name, params in (
+        ("encoder", list(model.module.encoder.parameters())),
+        ("velocity", model.module.velocity_parameters()),
+        ("decoder", list(model.module.decoder.parameters())),
+    ):
+        grads = [p.grad for p in params if p.grad is not None]
+        assert grads, name
+        assert all(torch.isfinite(g).all() for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
     model.module.zero_grad(set_to_none=True)
 
 

@@ -48,14 +48,3 @@ def test_untrained_model_is_rejected(fitted):
         trajvi.tl.latent(adata, model)
     with pytest.raises(TypeError, match="TrajVI"):
         trajvi.tl.latent(adata, object())
-
-
-def test_scores():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(["a", "b"], 50)
-    separated = rng.normal(size=(100, 2)) + (labels == "a")[:, None] * 10
-    assert trajvi.tl.knn_accuracy(separated, labels) > 0.95
-    assert trajvi.tl.knn_accuracy(rng.normal(size=(100, 2)), labels) < 0.8
-    truth = rng.normal(size=(100, 3))
-    assert trajvi.tl.linear_r2(truth @ rng.normal(size=(3, 5)), truth) > 0.99
-    assert trajvi.tl.linear_r2(rng.normal(size=(100, 5)), truth) < 0.2

@@ -155,3 +155,63 @@ def test_a_run_of_skips_stops_at_the_next_read(fresh):
             plan_kwargs={"check_guards_every_n_steps": 4},
             **TRAIN_KW,
         )
+
+
+PLATEAU = {"reduce_lr_on_plateau": True, "lr_patience": 0, "lr_threshold": 1e9, "lr_factor": 0.5}  # never improves
+
+
+def _rates(history, key):
+    return history[key].iloc[:, 0].tolist()
+
+
+def test_reduce_lr_on_plateau_lowers_the_rate_in_both_phases(fresh, trajvi_caplog):
+    fresh.train(max_epochs=4, plan_kwargs=PLATEAU, **TRAIN_KW)
+    # rates at the start of each epoch: the first epoch sets the best value, each later one halves the rate
+    assert _rates(fresh.history, "lr-Adam/pg1") == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
+    assert _rates(fresh.history, "lr-Adam/pg2") == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])  # the dispersion
+    assert _rates(fresh.history, "lr-Adam-1") == pytest.approx([1e-3] * 4)  # the discriminator keeps its rate
+    assert "elbo_validation has not improved" in trajvi_caplog.text
+    fresh.train_trajectories(
+        ["control", "stimulated"], residual_penalty=1.0, max_epochs=3, plan_kwargs=PLATEAU, **TRAIN_KW
+    )
+    assert _rates(fresh.history, "lr-Adam") == pytest.approx([1e-3, 1e-3, 5e-4])
+    assert "flow_matching_loss_train has not improved" in trajvi_caplog.text
+
+
+def test_a_schedule_without_validation_cells(fresh):
+    with pytest.raises(ValueError, match=r"no validation cells \(train_size=1\?\).*'elbo_train'"):
+        fresh.train(max_epochs=2, train_size=1.0, plan_kwargs={"reduce_lr_on_plateau": True}, **TRAIN_KW)
+    fresh.train(max_epochs=3, train_size=1.0, plan_kwargs={**PLATEAU, "lr_scheduler_metric": "elbo_train"}, **TRAIN_KW)
+    assert _rates(fresh.history, "lr-Adam/pg1") == pytest.approx([1e-3, 1e-3, 5e-4])
+
+
+def test_a_validation_metric_steps_the_schedule_only_when_validation_ran(fresh):
+    fresh.train(max_epochs=5, check_val_every_n_epoch=2, plan_kwargs=PLATEAU, **TRAIN_KW)
+    # validation after epochs 1 and 3 (0-based): the first sets the best value, the second halves the rate
+    assert _rates(fresh.history, "lr-Adam/pg1") == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4])
+
+
+@pytest.mark.parametrize(
+    ("plan_kwargs", "match"),
+    [
+        ({"lr_scheduler_metric": "flow_matching_loss_train"}, r"not a metric TrajVITrainingPlan logs.*elbo_validation"),
+        ({"lr_factor": 1.5}, "lr_factor=1.5; it must be between 0 and 1"),
+        ({"lr_patience": -1}, "lr_patience=-1"),
+        ({"reduce_lr_on_plateau": False, "lr_patience": 5}, r"\['lr_patience'\] set without reduce_lr_on_plateau"),
+    ],
+)
+def test_a_schedule_that_cannot_work_is_refused_before_training(fresh, plan_kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fresh.train(max_epochs=1, plan_kwargs={"reduce_lr_on_plateau": True, **plan_kwargs}, **TRAIN_KW)
+    assert not fresh.is_trained_
+
+
+def test_phase_2_schedules_follow_its_own_metrics(fresh):
+    plan = trajvi.train.VelocityTrainingPlan(fresh.module, reduce_lr_on_plateau=True)
+    assert plan.lr_scheduler_metric == "flow_matching_loss_train"
+    with pytest.raises(ValueError, match=r"'elbo_validation' is not a metric VelocityTrainingPlan logs"):
+        trajvi.train.VelocityTrainingPlan(
+            fresh.module, reduce_lr_on_plateau=True, lr_scheduler_metric="elbo_validation"
+        )
+    with pytest.raises(ValueError, match="set without reduce_lr_on_plateau=True"):
+        trajvi.train.VelocityTrainingPlan(fresh.module, lr_factor=0.5)

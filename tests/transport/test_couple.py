@@ -12,11 +12,8 @@ from trajvi.transport import couple
 
 @pytest.fixture
 def trajvi_log(caplog):
-    logger = logging.getLogger("trajvi")
-    logger.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="trajvi")
-    yield caplog
-    logger.removeHandler(caplog.handler)
+    return caplog
 
 
 def _warnings(log) -> list[str]:

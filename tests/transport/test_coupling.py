@@ -11,11 +11,8 @@ from trajvi.transport import Coupling, couple, couple_sets, standardize
 
 @pytest.fixture
 def trajvi_log(caplog):
-    logger = logging.getLogger("trajvi")
-    logger.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="trajvi")
-    yield caplog
-    logger.removeHandler(caplog.handler)
+    return caplog
 
 
 def _sets(n: int = 12, m: int = 10, d: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

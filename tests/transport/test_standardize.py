@@ -10,11 +10,8 @@ from trajvi.transport import standardize
 
 @pytest.fixture
 def trajvi_log(caplog):
-    logger = logging.getLogger("trajvi")
-    logger.addHandler(caplog.handler)
     caplog.set_level(logging.INFO, logger="trajvi")
-    yield caplog
-    logger.removeHandler(caplog.handler)
+    return caplog
 
 
 def test_columns_get_zero_mean_unit_std():

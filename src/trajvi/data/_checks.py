@@ -242,8 +242,8 @@ def check_unique_names(adata: AnnData) -> None:
             raise ValueError(msg)
 
 
-def check_condition(values: pd.Series, *, key: str) -> list[str]:
-    """Check a condition column: no missing values and at least two categories. Return the categories."""
+def check_condition(values: pd.Series, *, key: str, min_categories: int = 2) -> list[str]:
+    """Check a condition column: no missing values and at least ``min_categories`` categories. Return them."""
     if values.isna().any():
         msg = (
             f"adata.obs[{key!r}] has {int(values.isna().sum())} missing value(s); every cell needs a "
@@ -255,7 +255,7 @@ def check_condition(values: pd.Series, *, key: str) -> list[str]:
         if isinstance(values.dtype, pd.CategoricalDtype)
         else sorted(str(c) for c in values.unique())
     )
-    if len(cats) < 2:
+    if len(cats) < min_categories:
         msg = (
             f"adata.obs[{key!r}] has a single category ({cats[0]!r} in every cell); trajvi learns how "
             "cells move between conditions and needs at least two."
@@ -320,6 +320,7 @@ def validate_anndata(
     time_key: str | None = None,
     size_factor_key: str | None = None,
     dose_key: str | None = None,
+    min_conditions: int = 2,
 ) -> dict[str, Any]:
     """Run every input check that :meth:`trajvi.TrajVI.setup_anndata` needs, before anything is registered.
 
@@ -329,6 +330,9 @@ def validate_anndata(
         The AnnData to check (read only).
     condition_key, layer, batch_key, time_key, size_factor_key, dose_key
         As in :meth:`trajvi.TrajVI.setup_anndata`.
+    min_conditions
+        Fewest conditions the data must hold: 2 for a model's training data, 1 for data set up with a
+        trained model's registry (``load``, ``load_query_data``), whose conditions come from that registry.
 
     Returns
     -------
@@ -341,7 +345,7 @@ def validate_anndata(
         raise ValueError(msg)
     check_unique_names(adata)
     conditions = check_obs_key(adata, condition_key, parameter="condition_key")
-    categories = check_condition(conditions, key=condition_key)
+    categories = check_condition(conditions, key=condition_key, min_categories=min_conditions)
     if batch_key is not None:
         batches = check_obs_key(adata, batch_key, parameter="batch_key")
         if batches.isna().any():

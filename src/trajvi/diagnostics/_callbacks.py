@@ -114,7 +114,9 @@ class GradientCheckCallback(_PlanMonitor):
         if not {id(p) for p in params} & {id(p) for p in _trained(pl_module)}:
             return  # the discriminator's step; wait for the phase's own optimizer
         self._done_epoch = epoch
-        check = check_gradients(pl_module.module, phase_name=_phase(pl_module))
+        phase = _phase(pl_module)
+        label = f"phase {1 if phase == 'vae' else 2}, epoch {epoch}"
+        check = check_gradients(pl_module.module, phase_name=label, blocks=phase)
         pl_module.last_gradient_check = check
         _log(pl_module, "grad_nonfinite_count", sum(math.isnan(v) for v in check.grad_norms.values()), "max")
         _log(pl_module, "grad_zero_count", sum(v == 0.0 for v in check.grad_norms.values()), "max")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+import warnings
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import torch
 
@@ -59,20 +60,31 @@ def block_of(name: str) -> str:
 
 
 def check_gradients(
-    model: _PhasedModule | Any, *, phase_name: GradientBlock = "vae", log: bool = True, n_show: int = 3
+    model: _PhasedModule | Any,
+    *,
+    phase_name: str | None = None,
+    blocks: GradientBlock | None = None,
+    log: bool = True,
+    n_show: int = 3,
 ) -> GradientCheck:
-    """Inspect the gradients currently held by the parameters of one phase.
+    """Inspect the gradients currently held by the parameters of the model.
 
     Call it after a backward pass (``loss.backward()``, or inside training through the callback that
-    ``train(check_gradients_every_n_epochs=...)`` installs).
+    ``train(check_gradients_every_n_epochs=...)`` installs)::
+
+        check_gradients(model, phase_name="Phase 1, Epoch 10")
 
     Parameters
     ----------
     model
         A :class:`~trajvi.TrajVI` (anything with a ``module`` attribute) or its module.
     phase_name
-        ``"vae"`` (encoder, decoder, embeddings, dispersion), ``"adversary"`` (discriminator), ``"flow"``
-        (velocity field) or ``"all"``.
+        A free label for the report (``"Phase 1, Epoch 10"``); default: the blocks checked.
+    blocks
+        Which parameters to check: ``"vae"`` (encoder, decoder, embeddings, dispersion), ``"adversary"``
+        (discriminator), ``"flow"`` (velocity field) or ``"all"``. ``None`` (default): every one of these
+        blocks in which at least one parameter holds a gradient (all of them when none does), so that the
+        blocks a backward pass did not reach are not reported as missing.
     log
         Log a compact report: the largest and smallest norms, and every non-finite or zero gradient.
     n_show
@@ -83,12 +95,25 @@ def check_gradients(
     GradientCheck
         ``(grad_norms, has_nan_grad, has_zero_grad)``: the L2 norm of each parameter's gradient (``nan`` when
         it has non-finite entries, ``0`` when it has none), whether any gradient is non-finite, and whether any
-        parameter has no or an all-zero gradient.
+        parameter of the checked blocks has no or an all-zero gradient.
     """
-    check_option(phase_name, GRADIENT_BLOCKS, "phase_name")
+    if blocks is None and phase_name in GRADIENT_BLOCKS:
+        warnings.warn(
+            f"check_gradients(phase_name={phase_name!r}) selecting the parameters is deprecated: phase_name is a "
+            f"label for the report; pass blocks={phase_name!r} to select them.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        blocks = cast("GradientBlock", phase_name)
+    if blocks is not None:
+        check_option(blocks, GRADIENT_BLOCKS, "blocks")
     module = getattr(model, "module", model)
     groups = parameter_groups(module)
-    named = [item for items in groups.values() for item in items] if phase_name == "all" else groups[phase_name]
+    if blocks is None:
+        chosen = [k for k, items in groups.items() if any(p.grad is not None for _, p in items)] or list(groups)
+    else:
+        chosen = list(groups) if blocks == "all" else [blocks]
+    named = [item for key in chosen for item in groups[key]]
     norms: dict[str, float] = {}
     nonfinite: list[str] = []
     zero: list[str] = []
@@ -114,9 +139,10 @@ def check_gradients(
         finite = sorted(((v, k) for k, v in norms.items() if not math.isnan(v) and v > 0), reverse=True)
         largest = ", ".join(f"{k}={v:.3g}" for v, k in finite[:n_show]) or "none"
         smallest = ", ".join(f"{k}={v:.3g}" for v, k in finite[::-1][:n_show]) or "none"
+        label = "+".join(chosen) if phase_name is None else f"{phase_name}; {'+'.join(chosen)}"
         logger.info(
             "Gradients (%s, %d parameters): largest %s; smallest %s; non-finite %s; zero or missing %s.",
-            phase_name,
+            label,
             len(norms),
             largest,
             smallest,

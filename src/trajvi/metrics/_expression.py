@@ -14,16 +14,43 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-def log_normalize(counts: Any, target_sum: float = 1e4) -> np.ndarray:
+def log_normalize(counts: Any, target_sum: float = 1e4) -> np.ndarray | sparse.csr_matrix | sparse.csr_array:
     """``log1p`` of counts scaled to ``target_sum`` per cell, as scanpy's ``normalize_total`` + ``log1p``.
 
-    Returns a dense float32 array; cells without counts stay at zero. The input is not modified.
+    The array counterpart of ``sc.pp.normalize_total(adata, target_sum=1e4)`` + ``sc.pp.log1p(adata)``, and the
+    transform the expression scores of this module are defined on. Use scanpy's functions on an AnnData.
+
+    Parameters
+    ----------
+    counts
+        ``(n_cells, n_genes)`` counts: a dense array, or a scipy sparse matrix or array.
+    target_sum
+        Total of each cell after scaling.
+
+    Returns
+    -------
+    ``float32``, of the input's kind: a dense array for dense input; for sparse input a CSR matrix (or CSR
+    array for a sparse array) with the same stored entries (``log1p(0) = 0``, so nothing is densified).
+    Cells without counts stay at zero. The input is not modified.
     """
-    x = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
-    x = x.astype(np.float32)
-    totals = x.sum(axis=1, keepdims=True)
-    totals[totals == 0] = 1.0
-    return np.log1p(x / totals * target_sum)
+    if sparse.issparse(counts):
+        x = counts.tocsr().astype(np.float32)  # astype copies: the input is left as it was
+        x.sum_duplicates()
+        totals = np.asarray(x.sum(axis=1), dtype=np.float32).ravel()
+        totals[totals == 0] = 1.0
+        x.data *= np.repeat(np.float32(target_sum) / totals, np.diff(x.indptr))
+        np.log1p(x.data, out=x.data)
+        return x
+    dense = np.asarray(counts).astype(np.float32)
+    row_totals = dense.sum(axis=1, keepdims=True)
+    row_totals[row_totals == 0] = 1.0
+    return np.log1p(dense / row_totals * target_sum)
+
+
+def _dense_log(counts: Any) -> np.ndarray:
+    """:func:`log_normalize` as a dense array (for PCA)."""
+    out: Any = log_normalize(counts)
+    return np.asarray(out.toarray()) if sparse.issparse(out) else np.asarray(out)
 
 
 def _squared_pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,8 +119,8 @@ def expression_energy_distance(
     """
     from sklearn.decomposition import PCA
 
-    ref = log_normalize(observed if reference is None else reference)
+    ref = _dense_log(observed if reference is None else reference)
     pca = PCA(n_components=min(n_comps, *ref.shape), random_state=seed).fit(ref)
     return energy_distance_unbiased(
-        pca.transform(log_normalize(predicted)), pca.transform(log_normalize(observed)), seed=seed
+        pca.transform(_dense_log(predicted)), pca.transform(_dense_log(observed)), seed=seed
     )

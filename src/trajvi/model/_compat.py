@@ -35,22 +35,48 @@ def check_genes(adata: AnnData, var_names: Sequence[str]) -> None:
     raise ValueError(msg)
 
 
-def check_categories(adata: AnnData, registry: dict[str, Any]) -> None:
-    """Raise a ValueError if ``adata`` has conditions or batches the model was not trained on."""
+def unseen_categories(adata: AnnData, registry: dict[str, Any]) -> dict[str, list[str]]:
+    """The batches and conditions of ``adata`` that ``registry`` does not know, by field name."""
     fields = registry["field_registries"]
+    unseen: dict[str, list[str]] = {}
     for field, parameter in (("condition", "condition_key"), ("batch", "batch_key")):
         key = registry["setup_args"].get(parameter)
         if key is None:
+            unseen[field] = []
             continue
-        known = [str(c) for c in fields[field]["state_registry"]["categorical_mapping"]]
+        known = {str(c) for c in fields[field]["state_registry"]["categorical_mapping"]}
         values = check_obs_key(adata, key, parameter=parameter)
-        unknown = sorted(set(values.astype(str).unique()) - set(known))
-        if unknown:
-            msg = (
-                f"adata.obs[{key!r}] has categories {unknown} that the model was not trained on "
-                f"(it knows {known}). Keep only those cells, or train a model that includes them."
-            )
-            raise ValueError(msg)
+        unseen[field] = sorted(set(values.dropna().astype(str).unique()) - known)
+    return unseen
+
+
+def check_categories(adata: AnnData, registry: dict[str, Any], *, allow_new_conditions: bool = False) -> list[str]:
+    """Raise a ValueError if ``adata`` has batches (or, unless allowed, conditions) the model was not trained on.
+
+    Returns the conditions of ``adata`` that the model was not trained on (empty unless ``allow_new_conditions``).
+    """
+    unseen = unseen_categories(adata, registry)
+    setup_args = registry["setup_args"]
+    known = {
+        field: [str(c) for c in registry["field_registries"][field]["state_registry"]["categorical_mapping"]]
+        for field in ("batch", "condition")
+    }
+    if unseen["batch"]:
+        msg = (
+            f"adata.obs[{setup_args['batch_key']!r}] has batches {unseen['batch']} that the model was not trained "
+            f"on (it knows {known['batch']}). Map them onto the model with TrajVI.load_query_data(adata, model) "
+            "(scArches: only the new batches' weights are trained), or keep only cells of known batches."
+        )
+        raise ValueError(msg)
+    if unseen["condition"] and not allow_new_conditions:
+        msg = (
+            f"adata.obs[{setup_args['condition_key']!r}] has categories {unseen['condition']} that the model was not "
+            f"trained on (it knows {known['condition']}). Load the model with its own AnnData (or none) and pass "
+            "these cells to its methods (get_latent_representation(adata), simulate_trajectory(adata, ...)), "
+            "which encode cells of conditions the model never saw; or keep only cells of known conditions."
+        )
+        raise ValueError(msg)
+    return unseen["condition"]
 
 
 def read_saved(path: str | Path, prefix: str | None = None) -> dict[str, Any]:

@@ -142,7 +142,7 @@ class FateMixin(InferenceMixin):
         start_idx, end_idx = (src_idx, tgt_idx) if direction == "forward" else (tgt_idx, src_idx)
         result = self.simulate_trajectory(
             indices=start_idx.tolist(),
-            source=source,
+            source=source if direction == "forward" else target,  # the cells it starts from are of this condition
             t_span=(t_source, t_target) if direction == "forward" else (t_target, t_source),
             path=name,
             n_steps=n_steps,

@@ -12,15 +12,17 @@ from scipy import sparse
 from scvi.distributions import NegativeBinomial
 
 from trajvi._constants import ADATA_KEYS, REGISTRY_KEYS
+from trajvi._runtime import in_fit_context
 from trajvi._types import INTEGRATORS, check_option
 from trajvi.data._blocks import row_sums
 from trajvi.dynamics import simulate, time_grid
 
+from ._cells import cell_positions
 from ._routes import Route, resolve_route
 from ._trajectories import TrajectoryMixin
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from anndata import AnnData
     from scvi.utils import attrdict
@@ -32,6 +34,10 @@ _CHUNK = 65_536  # cells whose counts are read at once to compute library sizes
 @dataclass
 class TrajectoryResult:
     """Simulated trajectories of a set of cells.
+
+    It unpacks as ``latent, expression, times`` (latent path, decoded means, times), so
+    ``traj_z, traj_mean, times = model.simulate_trajectory(...)`` works; the other attributes stay on the
+    object.
 
     Attributes
     ----------
@@ -65,6 +71,10 @@ class TrajectoryResult:
     path: str | None = None
     dose: float = 1.0
 
+    def __iter__(self) -> Iterator[Any]:
+        """Unpack as ``(latent, expression, times)``."""
+        return iter((self.latent, self.expression, self.times))
+
 
 class InferenceMixin(TrajectoryMixin):
     """:meth:`simulate_trajectory` and :meth:`predict` over a trained velocity field (phase 2 from the base)."""
@@ -73,13 +83,35 @@ class InferenceMixin(TrajectoryMixin):
         # Provided by scvi-tools' base classes; declared here for the type checker only.
         summary_stats: attrdict
 
+        def _make_data_loader(
+            self,
+            adata: AnnData,
+            indices: Sequence[int] | np.ndarray | None = None,
+            batch_size: int | None = None,
+            **kwargs: Any,
+        ) -> Iterable[dict[str, torch.Tensor]]: ...
+
     def _start_cells(self, adata: AnnData, source: str, indices: Sequence[int] | None) -> np.ndarray:
+        """Positions of the cells to start from: ``indices`` (checked), or every cell of ``source``.
+
+        Every selected cell must be of the ``source`` condition: the path starts at its time, and the results
+        label the cells with it. Cells of a condition the model was not trained on (in a new ``adata``) are
+        the exception: they have no trained condition to contradict ``source``, which says where they start.
+        """
+        codes = self.get_condition_codes(adata)
+        code = self.conditions.index(source)
         if indices is not None:
-            idx = np.asarray(indices)
-            if idx.dtype == bool:
-                idx = np.flatnonzero(idx)
+            idx = cell_positions(indices, adata.n_obs)
+            other = (codes[idx] != code) & (codes[idx] < len(self.conditions))
+            if other.any():
+                found = sorted({self.conditions[c] for c in codes[idx][other]})
+                msg = (
+                    f"indices selects {int(other.sum())} cell(s) that are not of the source condition {source!r} "
+                    f"(they are of {found}); select cells of {source!r}, or pass source= their condition."
+                )
+                raise ValueError(msg)
         else:
-            idx = np.flatnonzero(self.get_condition_codes(adata) == self.conditions.index(source))
+            idx = np.flatnonzero(codes == code)
         if idx.size == 0:
             msg = f"no cells to simulate: condition {source!r} has no cells in adata (or indices is empty)."
             raise ValueError(msg)
@@ -87,7 +119,11 @@ class InferenceMixin(TrajectoryMixin):
 
     def _span(self, route: Route, t_span: tuple[float, float] | None) -> tuple[float, float]:
         if t_span is not None:
-            t0, t1 = (float(t) for t in t_span)
+            try:
+                t0, t1 = (float(t) for t in t_span)
+            except (TypeError, ValueError):
+                msg = f"t_span={t_span!r}; give two numbers, (start, end)."
+                raise ValueError(msg) from None
             if not (np.isfinite(t0) and np.isfinite(t1)):
                 msg = f"t_span={t_span}; both times must be finite numbers."
                 raise ValueError(msg)
@@ -121,9 +157,29 @@ class InferenceMixin(TrajectoryMixin):
         w = (t - path_times[k]) / (path_times[k + 1] - path_times[k])
         return [(code, weight) for code, weight in ((codes[k], 1.0 - w), (codes[k + 1], w)) if weight > 0]
 
-    def _cell_inputs(self, adata: AnnData, idx: np.ndarray, library_size: float | None) -> tuple[torch.Tensor, ...]:
+    def _encode_with_grad(self, adata: AnnData, idx: np.ndarray, batch_size: int) -> torch.Tensor:
+        """Posterior means of the cells' latent states with the encoder's graph (as the latent representation)."""
+        loader = self._make_data_loader(adata=adata, indices=idx, batch_size=batch_size, shuffle=False)
+        parts = []
+        with torch.enable_grad():
+            for tensors in loader:
+                parts.append(self.module.inference(**self.module._get_inference_input(tensors))["qzm"])
+        return torch.cat(parts)
+
+    def _cell_inputs(
+        self,
+        adata: AnnData,
+        idx: np.ndarray,
+        library_size: float | None,
+        *,
+        with_grad: bool = False,
+        batch_size: int = 1024,
+    ) -> tuple[torch.Tensor, ...]:
         device = self.module.device
-        z = torch.as_tensor(self.get_latent_representation(adata, indices=idx), device=device)
+        if with_grad:
+            z = self._encode_with_grad(adata, idx, batch_size)
+        else:
+            z = torch.as_tensor(self.get_latent_representation(adata, indices=idx), device=device)
         batch = torch.as_tensor(np.asarray(self.get_from_registry(adata, REGISTRY_KEYS.BATCH_KEY))[idx], device=device)
         if library_size is not None:
             library = torch.full((len(idx), 1), float(np.log(library_size)), device=device)
@@ -168,6 +224,7 @@ class InferenceMixin(TrajectoryMixin):
             raise KeyError(msg)
         return torch.as_tensor([lookup[g] for g in genes], device=self.module.device), genes
 
+    @in_fit_context
     def simulate_trajectory(
         self,
         adata: AnnData | None = None,
@@ -198,7 +255,10 @@ class InferenceMixin(TrajectoryMixin):
         adata
             AnnData with the model's genes (default: the model's own).
         indices
-            Cells to start from (default: every cell of ``source``).
+            Cells to start from: integer positions in ``adata`` (each at most once, none negative) or a
+            boolean mask with one value per cell; every one must be of the ``source`` condition (an error
+            says otherwise), or of a condition the model was not trained on (cells of new data, which start
+            from ``source``). Default: every cell of ``source``.
         source
             Condition the path starts from (default: the first condition of the first trained path, or of
             ``path``).
@@ -220,8 +280,10 @@ class InferenceMixin(TrajectoryMixin):
         method
             ``"euler"``, ``"rk4"`` or ``"dopri5"`` (adaptive, torchdiffeq).
         with_grad
-            Keep the graph (torch tensors are returned) so that a loss can reach the velocity field;
-            otherwise run under inference mode and return numpy arrays.
+            Keep the graph (torch tensors are returned) so that a loss on the path or the decoded means
+            reaches the encoder (the cells are encoded from their counts with it), the velocity field and
+            the decoder, e.g. to fine-tune the whole model on an expression-space loss; otherwise run under
+            inference mode and return numpy arrays.
         decode
             Decode NB means along the path.
         genes
@@ -233,7 +295,7 @@ class InferenceMixin(TrajectoryMixin):
 
         Returns
         -------
-        A :class:`TrajectoryResult`.
+        A :class:`TrajectoryResult`; it unpacks as ``latent, expression, times``.
         """
         self._require_phase2()
         check_option(method, INTEGRATORS, "method")
@@ -247,8 +309,8 @@ class InferenceMixin(TrajectoryMixin):
         t0, t1 = self._span(route, t_span)
         times = time_grid(t0, t1, n_steps)
         idx = self._start_cells(adata, route.source, indices)
-        z0, batch, library = self._cell_inputs(adata, idx, library_size)
         self.module.eval()
+        z0, batch, library = self._cell_inputs(adata, idx, library_size, with_grad=with_grad, batch_size=batch_size)
         vel = self.module.velocity
         with torch.no_grad() if not with_grad else torch.enable_grad():
             c = route.condition(vel)
@@ -326,6 +388,7 @@ class InferenceMixin(TrajectoryMixin):
                     host_frames.append(frame.cpu().numpy().astype(np.float32))
         return torch.stack(frames) if with_grad else np.stack(host_frames)
 
+    @in_fit_context
     def predict(
         self,
         adata: AnnData | None = None,

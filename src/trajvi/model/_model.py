@@ -16,6 +16,7 @@ from scvi.model.base import BaseModelClass, RNASeqMixin, VAEMixin
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy, global_rank
 from trajvi._logging import logger
+from trajvi._runtime import in_fit_context
 from trajvi._types import ADVERSARIAL_TARGETS, AdversarialTarget, Composition, check_option
 from trajvi.data import validate_anndata
 from trajvi.diagnostics import monitor_callbacks
@@ -33,6 +34,8 @@ from trajvi.train._device_data import DEFAULT_MAX_DENSE_BYTES
 
 from ._compat import check_categories, check_genes, read_saved
 from ._fates import FateMixin
+from ._likelihood import LikelihoodMixin
+from ._query import QueryMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -46,12 +49,15 @@ def _trains_on_gpu(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
-class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(QueryMixin, FateMixin, LikelihoodMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
     embeddings, with a discriminator that reads the condition (or the batch) from the latent and an
-    adversarial term that makes the latent hard to read.
+    adversarial term that makes the latent hard to read. Phase 2 (:meth:`train_trajectories`) couples the
+    cells of one condition to the next by optimal transport in that latent and fits a velocity field along
+    the coupled pairs; :meth:`simulate_trajectory` integrates the field from chosen cells and decodes
+    expression along the way, and :meth:`predict` returns predicted cells of a target condition as an AnnData.
 
     Parameters
     ----------
@@ -90,12 +96,31 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
 
     Examples
     --------
+    Phase 1, the count model, on synthetic counts with a known answer:
+
     >>> import trajvi
-    >>> adata = trajvi.data.synthetic()
+    >>> adata = trajvi.data.synthetic(n_cells=2000, n_genes=300)
     >>> trajvi.TrajVI.setup_anndata(adata, condition_key="condition", batch_key="batch")
-    >>> model = trajvi.TrajVI(adata)
-    >>> model.train(max_epochs=20)
+    >>> model = trajvi.TrajVI(adata, n_latent=10)
+    >>> model.train(max_epochs=60)
     >>> adata.obsm["X_trajvi"] = model.get_latent_representation()
+
+    Phase 2, optimal transport and the velocity field from control to stimulated cells, coupled within
+    each cell type:
+
+    >>> model.train_trajectories(["control", "stimulated"], couple_within="cell_type")
+
+    Then simulate where control cells go (the latent path, the decoded means of two genes along it and the
+    times) and predict stimulated cells as an AnnData of counts:
+
+    >>> control = (adata.obs["condition"] == "control").to_numpy().nonzero()[0]
+    >>> result = model.simulate_trajectory(
+    ...     indices=control[:100], source="control", target="stimulated", genes=["gene_1", "gene_2"]
+    ... )
+    >>> result.latent.shape, result.expression.shape, result.times.shape
+    ((101, 100, 10), (101, 100, 2), (101,))
+    >>> predicted = model.predict(source="control", target="stimulated")
+    >>> model.save("my_model/")  # later: trajvi.TrajVI.load("my_model/", adata=adata)
     """
 
     _module_cls = TrajVIModule
@@ -242,6 +267,7 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
             time_key=time_key,
             size_factor_key=size_factor_key,
             dose_key=dose_key,
+            min_conditions=1 if kwargs.get("source_registry") is not None else 2,  # a trained model's conditions
         )
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
@@ -298,10 +324,9 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         super().save(dir_path, *args, **kwargs)
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        """scvi-tools' validation, after trajvi's checks of the genes and categories of a new AnnData."""
-        if adata is not None and adata is not self.adata and self.get_anndata_manager(adata) is None:
-            check_genes(adata, self.adata.var_names if self.adata is not None else self.registry_["var_names"])
-            check_categories(adata, self.adata_manager.registry)
+        """scvi-tools' validation, after trajvi's checks and registration of another AnnData (or a copy)."""
+        if adata is not None and adata is not self.adata and not self._registered_here(adata):
+            self._register_new_anndata(adata, copy_if_view=copy_if_view)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
 
     @property
@@ -316,6 +341,7 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         return [str(c) for c in mapping]
 
     # -- phase 1 -------------------------------------------------------------------------------
+    @in_fit_context
     def train(
         self,
         max_epochs: int | None = None,
@@ -529,7 +555,11 @@ class TrajVI(FateMixin, RNASeqMixin, VAEMixin, BaseModelClass):
         return pd.DataFrame(emb, index=self.adata.var_names.copy(), columns=[f"dim_{i}" for i in range(emb.shape[1])])
 
     def get_condition_codes(self, adata: AnnData | None = None) -> np.ndarray:
-        """Integer code of each cell's condition, in the order of :attr:`conditions`."""
+        """Integer code of each cell's condition, in the order of :attr:`conditions`.
+
+        Cells of a condition the model was not trained on (in a new ``adata``) get codes from
+        ``len(conditions)`` on.
+        """
         adata = self._validate_anndata(adata)
         values = self.get_from_registry(adata, REGISTRY_KEYS.CONDITION_KEY)
         return np.asarray(values).reshape(-1).astype(int)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from trajvi._constants import REGISTRY_KEYS
 from trajvi._distributed import check_strategy
+from trajvi._runtime import in_fit_context
 from trajvi.data._blocks import counts_in_memory
 from trajvi.data._checks import check_obs_key
 from trajvi.diagnostics import monitor_callbacks
@@ -28,6 +29,8 @@ from trajvi.trajectory import (
     resolve_paths,
 )
 from trajvi.trajectory import ot_device as resolve_ot_device
+
+from ._cells import cell_positions
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -166,6 +169,7 @@ class TrajectoryMixin:
         )
         raise ValueError(msg)
 
+    @in_fit_context
     def train_trajectories(
         self,
         path: Sequence[str] | Sequence[Sequence[str]] | Mapping[str, Sequence[str]] | None = None,
@@ -280,7 +284,8 @@ class TrajectoryMixin:
             Pairs drawn per epoch; defaults to the number of source cells on the path (at least
             ``4 * batch_size``).
         indices
-            Cells used in phase 2 (default: all).
+            Cells used in phase 2: integer positions (each at most once, none negative) or a boolean mask
+            with one value per cell (default: all).
         combination_delimiter
             Separator of the components of a combination in a path's name (``"A+B"``); ``None``: names are
             never split.
@@ -310,7 +315,8 @@ class TrajectoryMixin:
             More arguments for :class:`~trajvi.train.VelocityTrainingPlan`. ``gradient_clip_val``,
             ``rollback_nonfinite``, ``max_update_ratio`` and ``max_consecutive_skips`` apply to every fit of
             the call (the validation fits too, so the penalty is chosen as it is trained); the others
-            (``accumulate_grad_batches``, ``check_guards_every_n_steps``, ``cuda_graph``, ...) to the final fit.
+            (``accumulate_grad_batches``, ``check_guards_every_n_steps``, ``cuda_graph``, the learning-rate schedule
+            ``reduce_lr_on_plateau``, ``lr_factor``, ``lr_patience``, ...) to the final fit.
             The arguments above (``lr``, ``residual_penalty``) are not repeated here (an error says so).
 
         Raises
@@ -365,7 +371,7 @@ class TrajectoryMixin:
             seed=seed,
         )
         keep = np.zeros(self.adata.n_obs, dtype=bool)
-        keep[np.arange(self.adata.n_obs) if indices is None else np.asarray(indices)] = True
+        keep[np.arange(self.adata.n_obs) if indices is None else cell_positions(indices, self.adata.n_obs)] = True
         groups = None
         if couple_within is not None:
             groups = check_obs_key(self.adata, couple_within, parameter="couple_within").astype(str).to_numpy()

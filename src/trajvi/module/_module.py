@@ -196,10 +196,22 @@ class TrajVIModule(BaseModuleClass):
         return {"z": z, "qz": qz, "qzm": mean, "qz_logvar": logvar, "library": library}
 
     def embed_condition(self, condition_index: torch.Tensor) -> torch.Tensor | None:
-        """Condition embedding of each cell (``None`` when the decoder does not see the condition)."""
+        """Condition embedding of each cell (``None`` when the decoder does not see the condition).
+
+        Outside training, codes beyond the trained conditions (cells of a condition the model never saw,
+        registered with the model's conditions extended) raise a ValueError instead of an indexing error.
+        """
         if self.condition_embedding is None:
             return None
-        return self.condition_embedding(labels_to_indices(condition_index, self.n_conditions))
+        codes = labels_to_indices(condition_index, self.n_conditions)
+        if not self.training and codes.numel() and bool((codes >= self.n_conditions).any()):
+            msg = (
+                "some cells are of a condition the model was not trained on, and this model's decoder reads the "
+                "condition (decode_condition=True): it cannot decode them under their own condition. Decode them "
+                "under a trained condition (simulate_trajectory/predict with a trained source), or leave them out."
+            )
+            raise ValueError(msg)
+        return self.condition_embedding(codes)
 
     @auto_move_data
     def generative(

@@ -12,6 +12,8 @@ from matplotlib.path import Path
 
 from trajvi._constants import ADATA_KEYS
 
+from ._utils import save_or_show
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
@@ -30,8 +32,9 @@ def transitions(
     cmap: str = "viridis",
     ax: Axes | None = None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
-) -> Figure | None:
+) -> Figure | Axes | None:
     """Draw a transition matrix from :func:`trajvi.tl.transition_matrix`.
 
     Parameters
@@ -53,9 +56,17 @@ def transitions(
     ax
         Axes to draw into.
     show
-        Show the figure (default: when not returning it).
+        Show the figure (default: ``scanpy.settings.autoshow``, unless the figure is returned).
+    save
+        Write the figure under ``scanpy.settings.figdir`` as scanpy does: ``True`` writes
+        ``transitions{plot_suffix}.{file_format_figs}``; a string is appended to ``transitions`` (ending in
+        ``.png``, ``.pdf`` or ``.svg``, it also sets the format). Default: ``scanpy.settings.autosave``.
     return_fig
         Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; else the axes when not shown (``show=False``); else ``None``.
     """
     if key not in adata.uns or "matrix" not in adata.uns[key]:
         msg = f"no transition matrix under uns[{key!r}]; run trajvi.tl.transition_matrix(..., key_added={key!r})."
@@ -86,9 +97,7 @@ def transitions(
         ax.set_title(
             f"{params.get('source', 'source')} -> {params.get('target', 'target')} ({params.get('method', '')})"
         )
-    if show or (show is None and not return_fig):
-        plt.show()
-    return fig if return_fig else None
+    return save_or_show(fig, ax, writekey="transitions", show=show, save=save, return_fig=return_fig)
 
 
 def _sankey(ax: Axes, table: pd.DataFrame, weights: np.ndarray, min_share: float, gap: float = 0.02) -> None:
@@ -150,8 +159,9 @@ def fate_probabilities(
     size: float = 12.0,
     axs: list[Axes] | None = None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
-) -> Figure | None:
+) -> Figure | list[Axes] | None:
     """Draw fate probabilities from :func:`trajvi.tl.fate_probabilities` on a 2-D embedding, one panel per fate.
 
     Every cell is drawn in grey; the source cells are coloured by their probability of each fate.
@@ -171,9 +181,18 @@ def fate_probabilities(
     axs
         Axes to draw into, one per fate.
     show
-        Show the figure (default: when not returning it).
+        Show the figure (default: ``scanpy.settings.autoshow``, unless the figure is returned).
+    save
+        Write the figure under ``scanpy.settings.figdir`` as scanpy does: ``True`` writes
+        ``fate_probabilities{plot_suffix}.{file_format_figs}``; a string is appended to ``fate_probabilities``
+        (ending in ``.png``, ``.pdf`` or ``.svg``, it also sets the format). Default: ``scanpy.settings.autosave``.
     return_fig
         Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; else the axes, one per fate, when not shown (``show=False``); else
+    ``None``.
     """
     if key not in adata.obsm:
         msg = f"no fate probabilities under obsm[{key!r}]; run trajvi.tl.fate_probabilities(..., key_added={key!r})."
@@ -209,6 +228,4 @@ def fate_probabilities(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(points, ax=axs, label="fate probability", shrink=0.8)
-    if show or (show is None and not return_fig):
-        plt.show()
-    return fig if return_fig else None
+    return save_or_show(fig, list(axs), writekey="fate_probabilities", show=show, save=save, return_fig=return_fig)

@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 
 from trajvi._constants import HISTORY_KEYS as H
 
+from ._utils import save_or_show
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -35,8 +37,9 @@ def history(
     keys: dict[str, tuple[str, ...]] | None = None,
     axs: list[Axes] | None = None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
-) -> Figure | None:
+) -> Figure | list[Axes] | None:
     """Plot the training history: losses, adversary, gradient norms and the repair counters.
 
     Parameters
@@ -48,9 +51,18 @@ def history(
     axs
         Axes to draw into, one per panel; new ones are made when ``None``.
     show
-        Show the figure (default: when not returning it).
+        Show the figure (default: ``scanpy.settings.autoshow``, unless the figure is returned).
+    save
+        Write the figure under ``scanpy.settings.figdir`` as scanpy does: ``True`` writes
+        ``history{plot_suffix}.{file_format_figs}``; a string is appended to ``history`` (ending in
+        ``.png``, ``.pdf`` or ``.svg``, it also sets the format). Default: ``scanpy.settings.autosave``.
     return_fig
         Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; else the axes, one per panel, when not shown (``show=False``); else
+    ``None``.
     """
     if not model.is_trained or not model.history:
         msg = "The model has no training history. Run model.train() first."
@@ -74,6 +86,4 @@ def history(
         ax.set_xlabel("epoch")
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    if show or (show is None and not return_fig):
-        plt.show()
-    return fig if return_fig else None
+    return save_or_show(fig, list(axs[: len(panels)]), writekey="history", show=show, save=save, return_fig=return_fig)

@@ -9,6 +9,8 @@ import numpy as np
 
 from trajvi._constants import ADATA_KEYS
 
+from ._utils import save_or_show
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from matplotlib.axes import Axes
@@ -50,8 +52,9 @@ def trajectories(
     seed: int = 0,
     ax: Axes | None = None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
-) -> Figure | None:
+) -> Figure | Axes | None:
     """Draw simulated trajectories (from :func:`trajvi.tl.trajectories`) over an existing 2-D embedding.
 
     Each point of a path is placed at the mean embedding position of its nearest cells in the latent space
@@ -76,9 +79,17 @@ def trajectories(
     ax
         Axes to draw into.
     show
-        Show the figure (default: when not returning it).
+        Show the figure (default: ``scanpy.settings.autoshow``, unless the figure is returned).
+    save
+        Write the figure under ``scanpy.settings.figdir`` as scanpy does: ``True`` writes
+        ``trajectories{plot_suffix}.{file_format_figs}``; a string is appended to ``trajectories`` (ending in
+        ``.png``, ``.pdf`` or ``.svg``, it also sets the format). Default: ``scanpy.settings.autosave``.
     return_fig
         Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; else the axes when not shown (``show=False``); else ``None``.
     """
     import scanpy as sc
 
@@ -110,7 +121,7 @@ def trajectories(
         fig, ax = plt.subplots(figsize=(5.5, 5.0))
     else:
         fig = cast("Figure", ax.figure)  # axes of a figure (matplotlib's type also allows a SubFigure)
-    sc.pl.embedding(adata, basis=basis_key, color=color, ax=ax, show=False, frameon=False, alpha=0.4)
+    sc.pl.embedding(adata, basis=basis_key, color=color, ax=ax, show=False, save=False, frameon=False, alpha=0.4)
     for path in placed:
         ax.plot(path[:, 0], path[:, 1], color="black", linewidth=0.7, alpha=0.6)
         ax.scatter(path[0, 0], path[0, 1], s=6, color="black", zorder=3)
@@ -119,6 +130,4 @@ def trajectories(
         )
     params = info["params"]
     ax.set_title(f"{params['source']} -> {params['target'] or params['t_span'][1]}")
-    if show or (show is None and not return_fig):
-        plt.show()
-    return fig if return_fig else None
+    return save_or_show(fig, ax, writekey="trajectories", show=show, save=save, return_fig=return_fig)

@@ -7,33 +7,42 @@ from typing import TYPE_CHECKING, cast
 import matplotlib.pyplot as plt
 import numpy as np
 
+from trajvi._constants import ADATA_KEYS
+
+from ._utils import save_or_show
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import pandas as pd
+    from anndata import AnnData
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
 def gene_trends(
-    trends: pd.DataFrame,
+    adata: AnnData,
     *,
+    key: str = ADATA_KEYS.TRENDS,
     genes: Sequence[str] | None = None,
     groups: Sequence[str] | None = None,
     spread: bool = True,
     ncols: int = 4,
     axs: Sequence[Axes] | None = None,
     show: bool | None = None,
+    save: bool | str | None = None,
     return_fig: bool = False,
-) -> Figure | None:
-    """Plot gene trends from :func:`trajvi.tl.gene_trends`: one panel per gene, one line per group.
+) -> Figure | list[Axes] | None:
+    """Plot the gene trends stored by :func:`trajvi.tl.gene_trends`: one panel per gene, one line per group.
 
     Parameters
     ----------
-    trends
-        The DataFrame returned by :func:`trajvi.tl.gene_trends`.
+    adata
+        AnnData with ``uns[key]``, written by ``trajvi.tl.gene_trends(adata, model, genes, key_added=key)``
+        (also after an h5ad round trip).
+    key
+        Key used by :func:`trajvi.tl.gene_trends`.
     genes
-        Genes to draw (default: all in ``trends``).
+        Genes to draw (default: all in the stored table).
     groups
         Groups to draw (default: all).
     spread
@@ -43,18 +52,42 @@ def gene_trends(
     axs
         Axes to draw into, one per gene.
     show
-        Show the figure (default: when not returning it).
+        Show the figure (default: ``scanpy.settings.autoshow``, unless the figure is returned).
+    save
+        Write the figure under ``scanpy.settings.figdir`` as scanpy does: ``True`` writes
+        ``gene_trends{plot_suffix}.{file_format_figs}``; a string is appended to ``gene_trends`` (ending in
+        ``.png``, ``.pdf`` or ``.svg``, it also sets the format). Default: ``scanpy.settings.autosave``.
     return_fig
         Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``; else the axes, one per gene, when not shown (``show=False``); else
+    ``None``.
     """
+    import anndata as ad
+    import pandas as pd
+
+    if not isinstance(adata, ad.AnnData):
+        msg = (
+            f"adata must be an AnnData, not {type(adata).__name__}; store the trends with "
+            f"trajvi.tl.gene_trends(adata, model, genes, key_added={key!r}) and pass that AnnData."
+        )
+        raise TypeError(msg)
+    if key not in adata.uns or "table" not in adata.uns[key]:
+        msg = f"no gene trends under uns[{key!r}]; run trajvi.tl.gene_trends(adata, model, genes, key_added={key!r})."
+        raise KeyError(msg)
+    trends = pd.DataFrame(adata.uns[key]["table"])
     needed = {"time", "gene", "group", "mean", "q25", "q75"}
     if not needed <= set(trends.columns):
-        msg = f"trends lacks columns {sorted(needed - set(trends.columns))}; pass the output of trajvi.tl.gene_trends."
+        msg = (
+            f"uns[{key!r}]['table'] lacks columns {sorted(needed - set(trends.columns))}; rerun trajvi.tl.gene_trends."
+        )
         raise ValueError(msg)
     genes = list(dict.fromkeys(trends["gene"])) if genes is None else list(genes)
     missing = [g for g in genes if g not in set(trends["gene"])]
     if missing:
-        msg = f"genes {missing} are not in trends; available: {sorted(set(trends['gene']))[:20]}."
+        msg = f"genes {missing} are not in uns[{key!r}]; available: {sorted(set(trends['gene']))[:20]}."
         raise KeyError(msg)
     groups = list(dict.fromkeys(trends["group"])) if groups is None else list(groups)
     if axs is None:
@@ -70,7 +103,7 @@ def gene_trends(
             msg = f"axs has {len(axs)} axes; {len(genes)} genes need one each."
             raise ValueError(msg)
         fig = cast("Figure", axs[0].figure)  # matplotlib also allows a SubFigure, which has no tight_layout
-    scale = trends.attrs.get("params", {}).get("scale", "")
+    scale = adata.uns[key].get("params", {}).get("scale", "")
     for ax, gene in zip(axs, genes, strict=False):
         for group in groups:
             sel = trends[(trends["gene"] == gene) & (trends["group"] == group)]
@@ -83,6 +116,6 @@ def gene_trends(
     if len(groups) > 1:
         axs[0].legend(fontsize="x-small")
     fig.tight_layout()
-    if show or (show is None and not return_fig):
-        plt.show()
-    return fig if return_fig else None
+    return save_or_show(
+        fig, list(axs[: len(genes)]), writekey="gene_trends", show=show, save=save, return_fig=return_fig
+    )

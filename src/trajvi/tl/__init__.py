@@ -1,12 +1,10 @@
-"""Scanpy-style tools over a trained :class:`~trajvi.TrajVI`.
+"""Scanpy-style tools over a trained :class:`~trajvi.TrajVI`: each reads an AnnData and writes its result into it.
 
-The scores ``energy_distance`` (the unbiased energy distance, :func:`trajvi.metrics.energy_distance_unbiased`),
-``expression_energy_distance``, ``knn_accuracy``, ``linear_r2`` and ``log_normalize`` are re-exported from
-:mod:`trajvi.metrics`, where they live.
+The array scores (energy distances, kNN accuracy, linear R^2) and :func:`trajvi.metrics.log_normalize` are not
+AnnData tools; they live in :mod:`trajvi.metrics`.
 """
 
-from trajvi.metrics import energy_distance_unbiased as energy_distance
-from trajvi.metrics import expression_energy_distance, knn_accuracy, linear_r2, log_normalize
+from typing import Any
 
 from ._fates import ancestors, fate_probabilities, growth_rates, transition_matrix
 from ._latent import latent
@@ -15,15 +13,28 @@ from ._trends import gene_trends
 
 __all__ = [
     "ancestors",
-    "energy_distance",
-    "expression_energy_distance",
     "fate_probabilities",
     "gene_trends",
     "growth_rates",
-    "knn_accuracy",
     "latent",
-    "linear_r2",
-    "log_normalize",
     "trajectories",
     "transition_matrix",
 ]
+
+#: Array utilities that ``tl`` re-exported in 0.1.0, and their one home.
+_MOVED = {
+    "energy_distance": "trajvi.metrics.energy_distance_unbiased",
+    "expression_energy_distance": "trajvi.metrics.expression_energy_distance",
+    "knn_accuracy": "trajvi.metrics.knn_accuracy",
+    "linear_r2": "trajvi.metrics.linear_r2",
+    "log_normalize": "trajvi.metrics.log_normalize",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Name the new home of an array utility that left ``tl``."""
+    if name in _MOVED:
+        msg = f"trajvi.tl.{name} is not an AnnData tool and has moved: use {_MOVED[name]}."
+        raise AttributeError(msg)
+    msg = f"module 'trajvi.tl' has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -73,8 +73,6 @@ def trajectories(
         return None
     if copy:
         adata = adata.copy()
-    if latent_key not in adata.obsm:
-        _write_latent(adata, model, key_added=latent_key, batch_size=batch_size)
     result = model.simulate_trajectory(
         adata,
         indices=indices,
@@ -88,6 +86,8 @@ def trajectories(
         decode=False,
         batch_size=batch_size,
     )
+    if latent_key not in adata.obsm:  # after the simulation: a refused call leaves adata as it was
+        _write_latent(adata, model, key_added=latent_key, batch_size=batch_size)
     rows = adata.obs_names.get_indexer(result.cells)
     n_times, _, n_latent = result.latent.shape
     paths = np.full((adata.n_obs, n_times, n_latent), np.nan, dtype=np.float32)

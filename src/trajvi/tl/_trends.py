@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from trajvi._constants import ADATA_KEYS
 from trajvi._logging import logger
 from trajvi._types import EXPRESSION_SCALES, check_option
 from trajvi.data._checks import check_obs_key
@@ -38,9 +39,10 @@ def gene_trends(
     method: Integrator = "euler",
     scale: ExpressionScale = "log1p",
     batch_size: int = 1024,
-    key_added: str | None = None,
-) -> pd.DataFrame:
-    """Expression of ``genes`` along the simulated paths: mean and spread over cells at each time.
+    key_added: str = ADATA_KEYS.TRENDS,
+    copy: bool = False,
+) -> AnnData | None:
+    """Expression of ``genes`` along the simulated paths: mean and spread over cells at each time, into ``adata``.
 
     Expression is decoded from the latent path (NB means with the library size fixed at 10,000, so cells
     are comparable), optionally ``log1p``-transformed, and summarised per time point and gene (and per
@@ -61,19 +63,27 @@ def gene_trends(
     scale
         ``"log1p"`` (log1p of expression per 10,000) or ``"normalized"`` (expression per 10,000).
     key_added
-        Also store the table in ``adata.uns[key_added]`` (``{"table": ..., "params": ...}``; it is written
-        to h5ad with the AnnData). ``None`` (default): only return it.
+        ``uns`` key of the result (read by :func:`trajvi.pl.gene_trends`).
+    copy
+        Return a modified copy instead of writing into ``adata``.
 
     Returns
     -------
-    Long DataFrame with columns ``time``, ``gene``, ``group`` (``"all"`` without ``groupby``), ``mean``,
-    ``std``, ``q25``, ``q75`` and ``n_cells``.
+    AnnData or None
+        ``None``, or the copy when ``copy=True``. Under distributed training only rank 0 writes into
+        ``adata`` (the other processes return ``None`` at once; ``copy=True`` works on every process). Writes
+        ``uns[key_added]`` = ``{"table": ..., "params": {...}}`` (written to h5ad with the AnnData), where the
+        table is a long DataFrame with columns ``time``, ``gene``, ``group`` (``"all"`` without ``groupby``),
+        ``mean``, ``std``, ``q25``, ``q75`` and ``n_cells``, and the parameters hold ``source``, ``target``,
+        ``path``, ``dose``, ``scale``, ``groupby`` and ``genes`` (``""`` for a missing value).
     """
     check_model(model, adata)
     check_option(scale, EXPRESSION_SCALES, "scale")
     labels = None
     if groupby is not None:
         labels = check_obs_key(adata, groupby, parameter="groupby").astype(str)
+    if not copy and skip_on_other_ranks("tl.gene_trends"):
+        return None
     result = model.simulate_trajectory(
         adata,
         indices=indices,
@@ -121,10 +131,10 @@ def gene_trends(
         "dose": float(result.dose),
         "scale": scale,
         "groupby": groupby,
+        "genes": list(result.genes),
     }
-    out.attrs["params"] = params
-    if key_added is not None and not skip_on_other_ranks("tl.gene_trends"):
-        stored = {k: "" if v is None else v for k, v in params.items()}
-        adata.uns[key_added] = {"table": out.copy(), "params": {**stored, "genes": list(result.genes)}}
-        logger.info("added %r, gene trends along the simulated paths (adata.uns)", key_added)
-    return out
+    if copy:
+        adata = adata.copy()
+    adata.uns[key_added] = {"table": out, "params": {k: "" if v is None else v for k, v in params.items()}}
+    logger.info("added %r, gene trends along the simulated paths (adata.uns)", key_added)
+    return adata if copy else None

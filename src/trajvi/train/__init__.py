@@ -2,7 +2,8 @@
 
 - :class:`GuardedTrainingPlan`: manual optimization with guarded steps, accumulation, per-epoch sums,
   guard reports and CUDA-graph capture, shared by both regimes;
-- :class:`TrajVITrainingPlan`: phase 1, the count model and its adversary;
+- :class:`TrajVITrainingPlan`: phase 1, the count model and its adversary; :class:`QueryTrainingPlan`: phase 1
+  of a model mapped onto a reference (scArches), only the new batches' weights;
 - :class:`VelocityTrainingPlan`: phase 2, the velocity field by flow matching; :func:`fit_velocity_field`
   runs the same step, optimizer and guards in a plain loop (the validation fits);
 - :class:`PairDataModule`: pairs drawn from the couplings every epoch; :class:`DeviceDataSplitter`: phase-1
@@ -27,7 +28,8 @@ from ._base import GuardedTrainingPlan, check_plan_kwargs, check_precision, repo
 from ._device_data import DeviceDataSplitter, choose_data_on_device
 from ._disk_data import DiskBatches, DiskDataSplitter, select_data_splitter
 from ._pairs import PairDataModule, Segment, draw_pairs
-from ._runner import TrajVITrainRunner
+from ._query import QueryTrainingPlan
+from ._runner import TrajVISaveCheckpoint, TrajVITrainRunner
 from ._vae import TrajVITrainingPlan
 from ._velocity import VelocityFitResult, VelocityFitSettings, VelocityTrainingPlan, fit_velocity_field
 
@@ -43,7 +45,9 @@ __all__ = [
     "NonFiniteTrainingError",
     "PairDataModule",
     "ParameterMonitor",
+    "QueryTrainingPlan",
     "Segment",
+    "TrajVISaveCheckpoint",
     "TrajVITrainRunner",
     "TrajVITrainingPlan",
     "VelocityFitResult",

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
     from trajvi._types import Phase
 
+#: scvi-tools' schedule options that only act with ``reduce_lr_on_plateau=True``.
+_SCHEDULE_OPTIONS = ("lr_factor", "lr_patience", "lr_threshold", "lr_min")
 #: Metrics reported as their sum over the epoch (the others are weighted means).
 COUNTS = frozenset({H.N_SKIPPED + "_train", H.N_LABEL_SKIPS + "_train", H.N_REPAIRED + "_train"})
 #: Counters decided together on every process (equal everywhere, so never summed over processes).
@@ -162,10 +164,16 @@ class GuardedTrainingPlan(TrainingPlan):
         the device). Skips are reported, and the error raised, at the next read.
     cuda_graph
         Record the training step once and replay it as a CUDA graph. ``None`` (default) does so on one
-        CUDA device in ``precision="32-true"`` without gradient accumulation or gradient monitors. The
-        learning rates are then fixed for the fit.
+        CUDA device in ``precision="32-true"`` without gradient accumulation, gradient monitors or a
+        learning-rate schedule (the recorded step keeps the learning rates it was recorded with).
     **kwargs
-        Passed to :class:`scvi.train.TrainingPlan`.
+        Passed to :class:`scvi.train.TrainingPlan`, including its learning-rate schedule:
+        ``reduce_lr_on_plateau=True`` multiplies the learning rates of the main optimizer by ``lr_factor``
+        (not below ``lr_min``) when ``lr_scheduler_metric`` has not fallen by more than ``lr_threshold``
+        for ``lr_patience`` epochs (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`, absolute
+        threshold, as in scvi-tools). The metric must be one of :attr:`scheduler_metrics` (default: the
+        first); the schedule is stepped at the end of every epoch, and the learning rates land in the history
+        (``lr-Adam``). Schedule options without ``reduce_lr_on_plateau=True`` are refused.
     """
 
     #: The regime this plan trains (read by the monitors to pick the parameter blocks).
@@ -174,6 +182,8 @@ class GuardedTrainingPlan(TrainingPlan):
     main_optimizer: ClassVar[str]
     #: Name of the prog-bar metric.
     prog_bar_metric: ClassVar[str] = H.TRAIN_LOSS
+    #: Metrics that ``lr_scheduler_metric`` may name (logged every epoch by the plan); the first is the default.
+    scheduler_metrics: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -189,8 +199,22 @@ class GuardedTrainingPlan(TrainingPlan):
         max_update_ratio: float = 1.0,
         check_guards_every_n_steps: int | None = None,
         cuda_graph: bool | None = None,
+        lr_scheduler_metric: str | None = None,
         **kwargs: Any,
     ) -> None:
+        given = [k for k in _SCHEDULE_OPTIONS if k in kwargs] + ["lr_scheduler_metric"] * (
+            lr_scheduler_metric is not None
+        )
+        if given and not kwargs.get("reduce_lr_on_plateau", False):
+            msg = (
+                f"{given} set without reduce_lr_on_plateau=True: the learning rate would stay fixed. Add "
+                "reduce_lr_on_plateau=True to plan_kwargs, or leave them out."
+            )
+            raise ValueError(msg)
+        if lr_scheduler_metric is None and self.scheduler_metrics:
+            lr_scheduler_metric = self.scheduler_metrics[0]
+        if lr_scheduler_metric is not None:
+            kwargs["lr_scheduler_metric"] = lr_scheduler_metric
         if int(accumulate_grad_batches) < 1:
             msg = f"accumulate_grad_batches={accumulate_grad_batches}; it must be at least 1."
             raise ValueError(msg)
@@ -198,6 +222,8 @@ class GuardedTrainingPlan(TrainingPlan):
             msg = f"max_consecutive_skips={max_consecutive_skips}; it must be at least 1."
             raise ValueError(msg)
         super().__init__(module, lr=lr, weight_decay=weight_decay, eps=eps, **kwargs)
+        if self.reduce_lr_on_plateau:
+            check_schedule(type(self), self.lr_scheduler_metric, self.lr_factor, self.lr_patience, self.lr_min)
         self.automatic_optimization = False
         self.gradient_clip_val = gradient_clip_val
         self.accumulate_grad_batches = int(accumulate_grad_batches)
@@ -249,18 +275,92 @@ class GuardedTrainingPlan(TrainingPlan):
         """Create the tensors the regime's step writes into (called before the first step of a fit)."""
 
     # -- optimizers ------------------------------------------------------------------------------
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """The regime's optimizers, in the order of :meth:`guarded_optimizers`."""
+    def configure_optimizers(self) -> Any:
+        """The regime's optimizers, in the order of :meth:`guarded_optimizers`, and the main one's schedule.
+
+        With ``reduce_lr_on_plateau`` the main optimizer gets a
+        :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` (handed to Lightning, so that its learning-rate
+        monitor and checkpoints see it; stepped by :meth:`on_train_epoch_end`, as optimization is manual).
+        """
         optimizers = self.guarded_optimizers()
         self._optimizer_names = list(optimizers)
         self._optimizer_params = {name: params for name, (_, params) in optimizers.items()}
-        return [opt for opt, _ in optimizers.values()]
+        opts = [opt for opt, _ in optimizers.values()]
+        if not self.reduce_lr_on_plateau:
+            return opts
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizers[self.main_optimizer][0],
+            mode="min",
+            factor=self.lr_factor,
+            patience=self.lr_patience,
+            threshold=self.lr_threshold,
+            threshold_mode="abs",
+            min_lr=self.lr_min,
+        )
+        return opts, [{"scheduler": scheduler}]  # manual optimization: Lightning ignores "monitor" and "interval"
+
+    def _step_schedule(self) -> None:
+        """Step the learning-rate schedule on this epoch's ``lr_scheduler_metric`` (after it was logged)."""
+        if not self.reduce_lr_on_plateau:
+            return
+        if "validation" in self.lr_scheduler_metric and getattr(self, "_validated_epoch", None) != self.current_epoch:
+            return  # no validation this epoch (check_val_every_n_epoch > 1): the last value would be stale
+        value = self.trainer.callback_metrics.get(self.lr_scheduler_metric)
+        if value is None:
+            msg = (
+                f"lr_scheduler_metric={self.lr_scheduler_metric!r} was not logged in epoch {self.current_epoch}, so "
+                f"the learning-rate schedule cannot follow it; follow one of {list(self.scheduler_metrics)}."
+            )
+            raise ValueError(msg)
+        schedulers = self.lr_schedulers()
+        scheduler = schedulers[0] if isinstance(schedulers, list) else schedulers
+        before = [group["lr"] for group in scheduler.optimizer.param_groups]
+        scheduler.step(float(value))
+        after = [group["lr"] for group in scheduler.optimizer.param_groups]
+        if after != before:
+            logger.info(
+                "Epoch %d: %s has not improved for %d epoch(s); learning rate %s -> %s.",
+                self.current_epoch,
+                self.lr_scheduler_metric,
+                self.lr_patience + 1,
+                ", ".join(f"{v:.3g}" for v in before),
+                ", ".join(f"{v:.3g}" for v in after),
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        """Note the epochs whose validation ran (a schedule on a validation metric steps only on those)."""
+        super().on_validation_epoch_end()
+        if not self.trainer.sanity_checking:
+            self._validated_epoch = self.current_epoch
 
     def _agree(self, flag: torch.Tensor) -> bool:
         """Whether ``flag`` holds on every process (a no-op without DDP; one scalar all-reduce with it)."""
         return all_processes_agree(flag, self.trainer.world_size)
 
     # -- set-up of a fit -------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """With a learning-rate schedule and no validation cells: refuse a validation metric, else skip validation.
+
+        Lightning calls it after the data splitter's ``setup``, before any epoch (and before its own
+        message about a missing validation loader).
+        """
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if not self.reduce_lr_on_plateau or getattr(datamodule, "n_val", None) != 0:
+            return
+        if "validation" not in self.lr_scheduler_metric:
+            # scvi-tools' runner turns on its learning-rate monitor, which validates every epoch; with no
+            # validation cells Lightning would then fail on the missing loader
+            self.trainer.limit_val_batches = 0
+        else:
+            train_metrics = [m for m in self.scheduler_metrics if "validation" not in m]
+            msg = (
+                f"reduce_lr_on_plateau follows lr_scheduler_metric={self.lr_scheduler_metric!r}, but there are no "
+                f"validation cells (train_size=1?): keep some (train_size=0.9) or follow a training metric "
+                f"({train_metrics})."
+            )
+            raise ValueError(msg)
+
     def on_train_start(self) -> None:
         """Set up the guards of the optimizers, the per-epoch sums and, where it applies, the CUDA graph."""
         super().on_train_start()
@@ -324,6 +424,8 @@ class GuardedTrainingPlan(TrainingPlan):
             reasons.append("gradient accumulation")
         if self.gradient_monitors:
             reasons.append("gradient monitors attached")
+        if self.reduce_lr_on_plateau:
+            reasons.append("a learning-rate schedule (reduce_lr_on_plateau)")
         if not all(g.on_device for g in self._guards.values()):
             reasons.append("an optimizer without fused Adam")
         if self.cuda_graph is None:
@@ -400,6 +502,7 @@ class GuardedTrainingPlan(TrainingPlan):
             self._check_guards()
         if self._sums.pending:
             self._log_epoch()
+        self._step_schedule()
         super().on_train_epoch_end()
 
     def _log_epoch(self) -> None:
@@ -443,6 +546,24 @@ class GuardedTrainingPlan(TrainingPlan):
             )
             if report.max_consecutive >= self.max_consecutive_skips:
                 raise NonFiniteTrainingError(skips_message(report, self.max_update_ratio))
+
+
+def check_schedule(
+    plan_cls: type[GuardedTrainingPlan], metric: str, factor: float, patience: int, lr_min: float
+) -> None:
+    """Refuse a learning-rate schedule that could not work, before any training: a metric the plan never logs."""
+    if metric not in plan_cls.scheduler_metrics:
+        msg = (
+            f"lr_scheduler_metric={metric!r} is not a metric {plan_cls.__name__} logs every epoch; valid values: "
+            f"{list(plan_cls.scheduler_metrics)}."
+        )
+        raise ValueError(msg)
+    if not 0 < factor < 1:
+        msg = f"lr_factor={factor}; it must be between 0 and 1 (the learning rate is multiplied by it)."
+        raise ValueError(msg)
+    if int(patience) < 0 or lr_min < 0:
+        msg = f"lr_patience={patience}, lr_min={lr_min}; both must be >= 0."
+        raise ValueError(msg)
 
 
 def report_guards(plan: GuardedTrainingPlan) -> None:

@@ -51,6 +51,10 @@ class TrajVITrainingPlan(GuardedTrainingPlan):
         Epochs over which the KL weight rises linearly from 0 to 1.
     dispersion_lr
         Learning rate of the gene-wise dispersion (default: ``lr``).
+    reduce_lr_on_plateau, lr_factor, lr_patience, lr_threshold, lr_scheduler_metric, lr_min
+        scvi-tools' learning-rate schedule (see :class:`GuardedTrainingPlan`) of the VAE's optimizer (the
+        dispersion's rate too; not the discriminator's), following ``"elbo_validation"`` by default, or
+        any of :attr:`scheduler_metrics` (a ``_train`` one when there are no validation cells).
     **kwargs
         The guards and their reports (``gradient_clip_val``, ``accumulate_grad_batches``,
         ``max_consecutive_skips``, ``rollback_nonfinite``, ``max_update_ratio``,
@@ -61,6 +65,11 @@ class TrajVITrainingPlan(GuardedTrainingPlan):
     phase: ClassVar[Phase] = "vae"
     main_optimizer: ClassVar[str] = "vae"
     prog_bar_metric: ClassVar[str] = H.TRAIN_LOSS
+    scheduler_metrics: ClassVar[tuple[str, ...]] = (
+        *(f"{name}_{split}" for split in ("validation", "train") for name in (H.ELBO, H.RECONSTRUCTION, H.KL)),
+        H.TRAIN_LOSS,
+        "validation_loss",
+    )
 
     def __init__(
         self,

@@ -212,12 +212,17 @@ class VelocityTrainingPlan(GuardedTrainingPlan):
         The guards and their reports (``gradient_clip_val``, ``accumulate_grad_batches``,
         ``max_consecutive_skips``, ``rollback_nonfinite``, ``max_update_ratio``,
         ``check_guards_every_n_steps``, ``cuda_graph``; see :class:`GuardedTrainingPlan`), then
-        :class:`scvi.train.TrainingPlan`.
+        :class:`scvi.train.TrainingPlan`, including the learning-rate schedule (``reduce_lr_on_plateau``,
+        ``lr_factor``, ``lr_patience``, ``lr_threshold``, ``lr_min``; see :class:`GuardedTrainingPlan`).
+        Its ``lr_scheduler_metric`` is the flow-matching loss of the epoch (phase 2 has no validation
+        cells) or ``"velocity_residual_train"``. The validation fits that choose the residual penalty keep
+        a fixed rate.
     """
 
     phase: ClassVar[Phase] = "flow"
     main_optimizer: ClassVar[str] = "flow"
     prog_bar_metric: ClassVar[str] = H.FLOW + "_train"
+    scheduler_metrics: ClassVar[tuple[str, ...]] = (H.FLOW + "_train", H.RESIDUAL + "_train")
 
     def __init__(self, module: TrajVIModule, *, residual_penalty: float = 0.0, lr: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(module, lr=lr, **kwargs)

@@ -179,6 +179,7 @@ def fit_trajectories(
                 batch_size=int(batch_size),
                 seed=seed,
                 progress=logger.info,
+                progress_bar=bool((trainer_kwargs or {}).get("enable_progress_bar", True)),
             )
         else:
             residual_penalty = FALLBACK_PENALTY

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from scvi.utils import track
 
 from trajvi._logging import logger
 from trajvi.dynamics import simulate, time_grid
@@ -50,6 +51,7 @@ def select_residual_penalty(
     seed: int,
     max_cells: int = 500,
     progress: Callable[[str], None] | None = None,
+    progress_bar: bool = False,
 ) -> tuple[float, dict[str, dict[str, float]]]:
     """Pick the residual penalty whose fields, fit without each fold's cells, best reach those cells.
 
@@ -62,6 +64,9 @@ def select_residual_penalty(
     terms. The penalty with the smallest mean distance wins; ties go to the larger penalty (the simpler
     field). The fits draw nothing from the global random state.
 
+    ``progress`` receives one line per penalty (its mean distance); ``progress_bar`` shows a bar over the
+    ``len(penalties) * len(folds)`` fits (scvi-tools' style, ``scvi.settings.progress_bar_style``).
+
     Returns
     -------
     The chosen penalty and the table ``{str(penalty): {fold name: distance, ..., "mean": mean}}``.
@@ -71,16 +76,19 @@ def select_residual_penalty(
         raise ValueError(msg)
     rng = np.random.default_rng(seed)
     cells = [(subsample(f.z_start, max_cells, rng), subsample(f.z_truth, max_cells, rng)) for f in folds]
+    fits = [(i, penalty, j) for i, penalty in enumerate(penalties) for j in range(len(folds))]
+    bar = track(fits, description="Residual penalty", disable=not progress_bar)
     table: dict[str, dict[str, float]] = {}
-    for i, penalty in enumerate(penalties):
-        scores: dict[str, float] = {}
-        for fold, (z_start, z_truth) in zip(folds, cells, strict=True):
-            field = copy.deepcopy(template)
-            data = PairDataModule(fold.segments, pairs_per_epoch=pairs_per_epoch, batch_size=batch_size, seed=seed)
-            fit_velocity_field(field, data, max_epochs=n_epochs, settings=settings.with_penalty(penalty))
-            scores[fold.name] = score_fold(field, fold, z_start, z_truth)
+    for i, penalty, j in bar:
+        fold, (z_start, z_truth) = folds[j], cells[j]
+        scores = table.setdefault(str(penalty), {})
+        field = copy.deepcopy(template)
+        data = PairDataModule(fold.segments, pairs_per_epoch=pairs_per_epoch, batch_size=batch_size, seed=seed)
+        fit_velocity_field(field, data, max_epochs=n_epochs, settings=settings.with_penalty(penalty))
+        scores[fold.name] = score_fold(field, fold, z_start, z_truth)
+        if j < len(folds) - 1:
+            continue
         scores["mean"] = float(np.mean([scores[f.name] for f in folds]))
-        table[str(penalty)] = scores
         if progress is not None:
             progress(
                 f"residual penalty {penalty:g} ({i + 1} of {len(penalties)}): "
