@@ -69,7 +69,7 @@ def test_kang_scgen_valid_is_recovered_from_a_log_normalised_file(tmp_path, serv
                 "n_counts": size.astype(np.float32),
                 "n_genes": reference.obs["n_genes_orig"].to_numpy(),
             },
-            index=reference.obs["barcode"].astype(str).to_numpy(),
+            index=reference.obs_names,  # scGen names its cells "<barcode>-<condition>"
         ),
         var=pd.DataFrame(index=reference.var_names),
     )

@@ -32,12 +32,18 @@ def _read(path: Path) -> AnnData:
 
 
 def kang_scgen_valid(files: dict[str, Path], record: Record) -> AnnData:
-    """From scGen's ``valid.h5ad``: counts recovered, obs names ``<barcode>-<condition>``, 2,000 HVG flags."""
+    """From scGen's ``valid.h5ad``: counts recovered, obs names ``<barcode>-<condition>``, 2,000 HVG flags.
+
+    Checked against the real file at the pinned commit: the reference copy is rebuilt exactly (counts, names, obs,
+    var).
+    """
     source = _read(files["scgen"])
     require_obs(source, ("condition", "cell_type", "n_counts", "n_genes"), "scGen's valid.h5ad")
     counts, deviation = recover_counts(source.X)
-    barcode = np.asarray(source.obs_names, dtype=str)
     condition = np.asarray(source.obs["condition"], dtype=str)
+    # scGen's names are already "<barcode>-<condition>"; the barcode column keeps the 10x barcode alone
+    names = np.asarray(source.obs_names, dtype=str)
+    barcode = np.array([n.removesuffix(f"-{c}") for n, c in zip(names, condition)])
     obs = pd.DataFrame(
         {
             "condition": categorical(condition),
