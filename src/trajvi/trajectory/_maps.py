@@ -309,8 +309,9 @@ def neighbor_search_method(n_endpoints: int, n_cells: int, neighbor_search: str 
     """The search :func:`map_from_endpoints` runs: ``"exact"`` or ``"approximate"``.
 
     ``"auto"`` is exact while the end points or the real cells number at most :data:`EXACT_SEARCH_MAX_CELLS`
-    (a tree search answers in seconds there, and the approximate index costs a fixed ~30 CPU-seconds of
-    compilation per process) and approximate above, where the exact search grows faster than linearly.
+    and approximate above. Below, the exact search costs about as much as the approximate one's one-off
+    compilation (about 30 CPU seconds per process); above, it grows faster than linearly (78 CPU seconds at
+    10^5 cells a side, unfinished after 28 minutes at 10^6; ``docs/performance.md``).
 
     Parameters
     ----------
@@ -362,7 +363,7 @@ def map_from_endpoints(
         neighbours of end points among the cells, fewer for end points away from all cells (92% measured).
         ``"auto"``: see :func:`neighbor_search_method`.
     random_state
-        Seed of the approximate index (the same seed and one core give the same neighbours).
+        Seed of the approximate index (the same seed and number of cores give the same neighbours).
     """
     n_end, n_cells = len(endpoints), len(z_cells)
     if n_cells == 0 or n_end == 0:
