@@ -310,7 +310,7 @@ def neighbor_search_method(n_endpoints: int, n_cells: int, neighbor_search: str 
 
     ``"auto"`` is exact while the end points or the real cells number at most :data:`EXACT_SEARCH_MAX_CELLS`
     and approximate above. Below, the exact search costs about as much as the approximate one's one-off
-    compilation (about 30 CPU seconds per process); above, it grows faster than linearly (78 CPU seconds at
+    compilation (about 30 CPU seconds per process); above, it grows faster than linearly (75 CPU seconds at
     10^5 cells a side, unfinished after 28 minutes at 10^6; ``docs/performance.md``).
 
     Parameters
@@ -359,8 +359,8 @@ def map_from_endpoints(
         ``"exact"``: scikit-learn's search (a tree in a low-dimensional latent); its time grows faster than
         linearly with the cells (``docs/performance.md``). ``"approximate"``: a nearest-neighbour-descent graph
         over the real cells (pynndescent), built in time about linear in the cells and queried in batches
-        for ``2 n_neighbors`` candidates, of which the closest are kept; it finds about 99% of the exact
-        neighbours of end points among the cells, fewer for end points away from all cells (92% measured).
+        for ``3 n_neighbors`` candidates, of which the closest are kept; it finds about 99% of the exact
+        neighbours on the benchmark latents (``docs/performance.md``), fewer for end points far from all cells.
         ``"auto"``: see :func:`neighbor_search_method`.
     random_state
         Seed of the approximate index (the same seed and number of cores give the same neighbours).
@@ -414,9 +414,9 @@ def _approximate_neighbors(
     cols = np.empty((len(endpoints), k), dtype=np.int64)
     for start in range(0, len(endpoints), batch_size):
         chunk = np.ascontiguousarray(endpoints[start : start + batch_size], dtype=np.float32)
-        # a search for 2k candidates, of which the k closest are kept, escapes more of the local minima of
+        # a search for 3k candidates, of which the k closest are kept, escapes more of the local minima of
         # the graph search (end points off the real cells); sorted by distance
-        found, _ = index.query(chunk, k=min(2 * k, len(data)), epsilon=_QUERY_EPSILON)
+        found, _ = index.query(chunk, k=min(3 * k, len(data)), epsilon=_QUERY_EPSILON)
         cols[start : start + len(chunk)] = found[:, :k]
     if cols.min() < 0:
         msg = (
