@@ -26,6 +26,8 @@ ExpressionScale = Literal["normalized", "log1p"]
 Composition = Literal["sum", "deepset"]
 #: Where a transport map between two conditions comes from: the OT coupling or the velocity field.
 MapMethod = Literal["coupling", "flow"]
+#: How a flow map finds the nearest real cells of each end point: exact, approximate (NN-descent), or by size.
+NeighborSearch = Literal["auto", "exact", "approximate"]
 #: Kinds of synthetic data.
 SyntheticKind = Literal["perturbation", "time_course", "perturbations", "branching"]
 
@@ -39,6 +41,7 @@ EXPRESSION_SCALES: tuple[str, ...] = get_args(ExpressionScale)
 SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
 COMPOSITIONS: tuple[str, ...] = get_args(Composition)
 MAP_METHODS: tuple[str, ...] = get_args(MapMethod)
+NEIGHBOR_SEARCHES: tuple[str, ...] = get_args(NeighborSearch)
 
 
 def check_option(value: Any, options: tuple[str, ...], parameter: str) -> str:

@@ -141,7 +141,33 @@ def test_bad_input_gets_clear_errors(branching):
         trajvi.tl.ancestors(adata, model, adata.obs_names[:50], source="t0")
     with pytest.raises(ValueError, match="method='nope'"):
         model.transport_map("t0", "t1", method="nope")
+    with pytest.raises(ValueError, match="neighbor_search='annoy' is not valid"):
+        model.transport_map("t0", "t1", method="flow", neighbor_search="annoy")
     assert set(adata.obs.columns) == set(before.obs.columns) and set(adata.uns) == set(before.uns)
+
+
+def test_the_neighbour_search_and_its_seed_reach_the_flow_map(branching, monkeypatch):
+    import scvi
+
+    import trajvi.model._fates as fates_module
+
+    model, adata = branching
+    real, seen = fates_module.map_from_endpoints, []
+
+    def spy(endpoints, z_cells, **kwargs):  # records the choice, searches exactly (no compilation in this test)
+        seen.append((kwargs["neighbor_search"], kwargs["random_state"]))
+        return real(endpoints, z_cells, **{**kwargs, "neighbor_search": "exact"})
+
+    monkeypatch.setattr(fates_module, "map_from_endpoints", spy)
+    monkeypatch.setattr(scvi.settings, "seed", 7)
+    trajvi.tl.transition_matrix(
+        adata, model, "t0", target="t1", groupby="fate", method="flow", neighbor_search="approximate"
+    )
+    trajvi.tl.ancestors(
+        adata, model, _cells(adata, "t1"), source="t0", method="flow", neighbor_search="exact", copy=True
+    )
+    model.push("t0", "t1", np.ones(int((adata.obs["stage"] == "t0").sum())), method="flow")
+    assert seen == [("approximate", 7), ("exact", 7), ("auto", 7)]
 
 
 def test_a_bad_growth_prior_is_refused_before_training(branching):

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from trajvi.trajectory import TransportMap, check_weights, map_from_coupling, map_from_endpoints
+from trajvi.trajectory import (
+    EXACT_SEARCH_MAX_CELLS,
+    TransportMap,
+    check_weights,
+    map_from_coupling,
+    map_from_endpoints,
+    neighbor_search_method,
+)
 from trajvi.transport import couple_sets
 
 
@@ -122,3 +129,30 @@ def test_endpoints_are_spread_over_their_nearest_cells():
     matrix = map_from_endpoints(ends, cells, n_neighbors=2, batch_size=2)
     np.testing.assert_allclose(matrix.toarray() * 3, [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]])
     np.testing.assert_allclose(matrix.sum(axis=1), 1 / 3)
+
+
+def test_approximate_neighbours_find_most_exact_ones_and_repeat_with_the_seed():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4.0, size=(8, 10))
+    cells = centres[rng.integers(8, size=3000)] + rng.normal(size=(3000, 10))
+    ends = cells[rng.integers(3000, size=1000)] + 0.3 * rng.normal(size=(1000, 10))
+    exact = map_from_endpoints(ends, cells, neighbor_search="exact", n_jobs=1)
+    approx = map_from_endpoints(ends, cells, neighbor_search="approximate", n_jobs=1, batch_size=300, random_state=3)
+    assert approx.shape == exact.shape and approx.nnz == exact.nnz == 10_000
+    np.testing.assert_allclose(approx.sum(axis=1), 1 / 1000)
+    recall = exact.multiply(approx).nnz / exact.nnz  # shared (end point, cell) entries
+    assert recall >= 0.9, recall  # measured 1.0 (0.999 querying only k candidates)
+    again = map_from_endpoints(ends, cells, neighbor_search="approximate", n_jobs=1, batch_size=300, random_state=3)
+    assert (again != approx).nnz == 0
+
+
+def test_neighbor_search_is_chosen_by_size_and_checked():
+    big = EXACT_SEARCH_MAX_CELLS + 1
+    assert neighbor_search_method(big, big) == "approximate"
+    # a few end points among many cells (or the reverse) stay exact: no index to build for so few queries
+    assert neighbor_search_method(EXACT_SEARCH_MAX_CELLS, 10 * big) == "exact"
+    assert neighbor_search_method(10 * big, 100) == "exact"
+    assert neighbor_search_method(100, 100, "approximate") == "approximate"
+    assert neighbor_search_method(big, big, "exact") == "exact"
+    with pytest.raises(ValueError, match="neighbor_search='annoy' is not valid; use one of 'auto', 'exact'"):
+        map_from_endpoints(np.zeros((2, 2)), np.zeros((3, 2)), neighbor_search="annoy")

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scvi
 
-from trajvi._types import MAP_METHODS, check_option
+from trajvi._types import MAP_METHODS, NEIGHBOR_SEARCHES, check_option
 from trajvi.trajectory import TransportMap, map_from_endpoints
 
 from ._inference import InferenceMixin
 
 if TYPE_CHECKING:
-    from trajvi._types import Integrator, MapMethod
+    from trajvi._types import Integrator, MapMethod, NeighborSearch
 
 #: Directions of a flow map: integrate the source cells forward, or the target cells backward.
 _DIRECTIONS = ("forward", "backward")
@@ -104,6 +105,7 @@ class FateMixin(InferenceMixin):
         n_steps: int = 50,
         integrator: Integrator = "rk4",
         batch_size: int = 1024,
+        neighbor_search: NeighborSearch = "auto",
     ) -> TransportMap:
         """Where the cells of ``source`` go among the cells of ``target``, by the coupling or by the flow.
 
@@ -128,9 +130,14 @@ class FateMixin(InferenceMixin):
             Real cells each end point is spread over (flow only).
         n_steps, integrator, batch_size
             Integration steps, method (``"euler"``, ``"rk4"``, ``"dopri5"``) and cells at once (flow only).
+        neighbor_search
+            How the nearest cells are found (flow only): ``"exact"``, ``"approximate"`` (a nearest-neighbour-
+            descent index, seeded by ``scvi.settings.seed``; time about linear in the cells) or ``"auto"``
+            (exact up to 50,000 cells on either side); see :func:`~trajvi.trajectory.map_from_endpoints`.
         """
         check_option(method, MAP_METHODS, "method")
         check_option(direction, _DIRECTIONS, "direction")
+        check_option(neighbor_search, NEIGHBOR_SEARCHES, "neighbor_search")
         if method == "coupling":
             return self.get_coupling(source, target, path=path)
         name, _ = self._path_through(source, target, path)
@@ -152,7 +159,10 @@ class FateMixin(InferenceMixin):
         )
         endpoints = np.asarray(result.latent)[-1]
         z_end = self.get_latent_representation(indices=end_idx, batch_size=batch_size)
-        matrix = map_from_endpoints(endpoints, z_end, n_neighbors=n_neighbors)
+        seed = scvi.settings.seed if scvi.settings.seed is not None else 0
+        matrix = map_from_endpoints(
+            endpoints, z_end, n_neighbors=n_neighbors, neighbor_search=neighbor_search, random_state=seed
+        )
         names = self.adata.obs_names
         if direction == "backward":
             matrix = matrix.T.tocsr()
@@ -170,6 +180,7 @@ class FateMixin(InferenceMixin):
         n_neighbors: int = 10,
         n_steps: int = 50,
         integrator: Integrator = "rk4",
+        neighbor_search: NeighborSearch = "auto",
     ) -> pd.Series:
         """Carry a distribution over the cells of ``source`` forward to the cells of ``target``.
 
@@ -183,7 +194,7 @@ class FateMixin(InferenceMixin):
             are ignored, missing source cells weigh 0).
         method
             ``"coupling"`` or ``"flow"`` (forward integration), see :meth:`transport_map`.
-        path, n_neighbors, n_steps, integrator
+        path, n_neighbors, n_steps, integrator, neighbor_search
             See :meth:`transport_map`.
         normalize
             Return a distribution over the target cells (sum 1).
@@ -193,7 +204,14 @@ class FateMixin(InferenceMixin):
         The mass reaching each target cell, indexed by cell name.
         """
         tmap = self.transport_map(
-            source, target, method=method, path=path, n_neighbors=n_neighbors, n_steps=n_steps, integrator=integrator
+            source,
+            target,
+            method=method,
+            path=path,
+            n_neighbors=n_neighbors,
+            n_steps=n_steps,
+            integrator=integrator,
+            neighbor_search=neighbor_search,
         )
         pushed = tmap.push(_align(weights, tmap.source_cells, source), normalize=normalize)
         return pd.Series(pushed, index=tmap.target_cells, name=f"push {source}->{target}")
@@ -210,6 +228,7 @@ class FateMixin(InferenceMixin):
         n_neighbors: int = 10,
         n_steps: int = 50,
         integrator: Integrator = "rk4",
+        neighbor_search: NeighborSearch = "auto",
     ) -> pd.Series:
         """Carry a distribution over the cells of ``target`` back to the cells of ``source`` (their ancestors).
 
@@ -222,7 +241,7 @@ class FateMixin(InferenceMixin):
             a Series indexed by cell names (cells of other conditions are ignored).
         method
             ``"coupling"`` or ``"flow"`` (the target cells integrated backward), see :meth:`transport_map`.
-        path, n_neighbors, n_steps, integrator
+        path, n_neighbors, n_steps, integrator, neighbor_search
             See :meth:`transport_map`.
         normalize
             Return a distribution over the source cells (sum 1).
@@ -240,6 +259,7 @@ class FateMixin(InferenceMixin):
             n_neighbors=n_neighbors,
             n_steps=n_steps,
             integrator=integrator,
+            neighbor_search=neighbor_search,
         )
         pulled = tmap.pull(_align(weights, tmap.target_cells, target), normalize=normalize)
         return pd.Series(pulled, index=tmap.source_cells, name=f"pull {target}->{source}")

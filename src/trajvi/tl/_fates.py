@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
-    from trajvi._types import MapMethod
+    from trajvi._types import MapMethod, NeighborSearch
     from trajvi.model import TrajVI
     from trajvi.trajectory import TransportMap
 
@@ -73,6 +73,7 @@ def transition_matrix(
     method: MapMethod = "coupling",
     path: str | None = None,
     n_neighbors: int = 10,
+    neighbor_search: NeighborSearch = "auto",
     key_added: str = ADATA_KEYS.TRANSITIONS,
 ) -> pd.DataFrame:
     """The share of each source group's mass that reaches each target group (rows sum to 1).
@@ -95,7 +96,7 @@ def transition_matrix(
         forward; end points spread over their ``n_neighbors`` nearest target cells).
     path
         The trained path to follow (branches that share both conditions).
-    n_neighbors
+    n_neighbors, neighbor_search
         See :meth:`~trajvi.TrajVI.transport_map`.
     key_added
         ``uns`` key of the result.
@@ -106,7 +107,9 @@ def transition_matrix(
     {...}}`` (on rank 0 under DDP).
     """
     check_model(model, adata)
-    tmap = model.transport_map(source, target, method=method, path=path, n_neighbors=n_neighbors)
+    tmap = model.transport_map(
+        source, target, method=method, path=path, n_neighbors=n_neighbors, neighbor_search=neighbor_search
+    )
     table = tmap.group_transitions(
         _cell_labels(adata, groupby, tmap.source_cells, "source"),
         _cell_labels(adata, groupby, tmap.target_cells, "target"),
@@ -131,6 +134,7 @@ def fate_probabilities(
     method: MapMethod = "coupling",
     path: str | None = None,
     n_neighbors: int = 10,
+    neighbor_search: NeighborSearch = "auto",
     key_added: str = ADATA_KEYS.FATES,
 ) -> pd.DataFrame:
     """Per source cell, the probability that its descendants at ``target`` are in each target group.
@@ -151,7 +155,7 @@ def fate_probabilities(
     target
         The condition the fates are read at (default: the end of the trained path through ``source``).
         With branches (several paths from ``source``), call once per branch with its ``path``.
-    method, path, n_neighbors
+    method, path, n_neighbors, neighbor_search
         See :func:`transition_matrix`.
     key_added
         ``obsm``/``uns`` key of the result.
@@ -164,7 +168,9 @@ def fate_probabilities(
     """
     check_model(model, adata)
     target = _default_target(model, source, path) if target is None else target
-    tmap = model.transport_map(source, target, method=method, path=path, n_neighbors=n_neighbors)
+    tmap = model.transport_map(
+        source, target, method=method, path=path, n_neighbors=n_neighbors, neighbor_search=neighbor_search
+    )
     labels = _cell_labels(adata, groupby, tmap.target_cells, "target")
     if targets is not None:
         targets = [str(t) for t in ([targets] if isinstance(targets, str) else targets)]
@@ -207,6 +213,7 @@ def ancestors(
     method: MapMethod = "coupling",
     path: str | None = None,
     n_neighbors: int = 10,
+    neighbor_search: NeighborSearch = "auto",
     key_added: str = ADATA_KEYS.ANCESTORS,
     copy: bool = False,
 ) -> AnnData | None:
@@ -227,7 +234,7 @@ def ancestors(
         ``adata``, or non-negative weights as a Series indexed by cell names.
     source
         The earlier condition whose cells are scored.
-    method, path, n_neighbors
+    method, path, n_neighbors, neighbor_search
         See :func:`transition_matrix` (``"flow"`` integrates backward).
     key_added
         ``obs`` key of the result.
@@ -242,7 +249,9 @@ def ancestors(
     check_model(model, adata)
     weights = _target_weights(adata, target_cells)
     target = _target_of(model, adata, pd.Index(weights.index[weights > 0]))
-    pulled = model.pull(source, target, weights, method=method, path=path, n_neighbors=n_neighbors)
+    pulled = model.pull(
+        source, target, weights, method=method, path=path, n_neighbors=n_neighbors, neighbor_search=neighbor_search
+    )
     if not copy and skip_on_other_ranks("tl.ancestors"):
         return None
     if copy:

@@ -10,19 +10,29 @@ Between :mod:`trajvi.transport` / :mod:`trajvi.dynamics` / :mod:`trajvi.train` a
 - :func:`select_residual_penalty`: the residual penalty chosen on those folds, with the same fitting step
   as the final fit (:func:`trajvi.train.fit_velocity_field`);
 - :func:`fit_trajectories`: all of it, then the final fit under Lightning;
-- :class:`TransportMap`: what a coupling (:func:`maps_of_segments`) or the flow (:func:`map_from_endpoints`)
+- :class:`TransportMap`: what a coupling (:func:`maps_of_segments`) or the flow (:func:`map_from_endpoints`,
+  exact or approximate nearest cells: :func:`neighbor_search_method`)
   says about where cells go: push, pull, chaining over time points, growth, transitions between groups.
 """
 
 from ._config import CouplingConfig, ot_device
 from ._fit import FALLBACK_PENALTY, TrajectoryFit, fit_trajectories
-from ._maps import TransportMap, check_weights, map_from_coupling, map_from_endpoints, maps_of_segments
+from ._maps import (
+    EXACT_SEARCH_MAX_CELLS,
+    TransportMap,
+    check_weights,
+    map_from_coupling,
+    map_from_endpoints,
+    maps_of_segments,
+    neighbor_search_method,
+)
 from ._paths import Fold, build_all_segments, build_folds, build_segments
 from ._pathset import PathSet, check_path, components_of, path_times, resolve_paths
 from ._selection import DEFAULT_PENALTIES, score_fold, select_residual_penalty
 
 __all__ = [
     "DEFAULT_PENALTIES",
+    "EXACT_SEARCH_MAX_CELLS",
     "FALLBACK_PENALTY",
     "CouplingConfig",
     "Fold",
@@ -39,6 +49,7 @@ __all__ = [
     "map_from_coupling",
     "map_from_endpoints",
     "maps_of_segments",
+    "neighbor_search_method",
     "ot_device",
     "path_times",
     "resolve_paths",

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from trajvi._logging import logger
+
 if TYPE_CHECKING:
-    from trajvi._types import MapMethod
+    from trajvi._types import MapMethod, NeighborSearch
     from trajvi.train import Segment
     from trajvi.transport import Coupling
 
@@ -297,6 +299,35 @@ def map_from_coupling(
     return TransportMap(source, target, matrix / matrix.sum(), source_cells, target_cells, baseline=share)
 
 
+#: ``neighbor_search="auto"`` searches exactly unless both the end points and the real cells number more than this.
+EXACT_SEARCH_MAX_CELLS = 50_000
+#: Search breadth of the approximate query (pynndescent's ``epsilon``; its default 0.1 is a little less exact).
+_QUERY_EPSILON = 0.2
+
+
+def neighbor_search_method(n_endpoints: int, n_cells: int, neighbor_search: str = "auto") -> str:
+    """The search :func:`map_from_endpoints` runs: ``"exact"`` or ``"approximate"``.
+
+    ``"auto"`` is exact while the end points or the real cells number at most :data:`EXACT_SEARCH_MAX_CELLS`
+    and approximate above. Below, the exact search costs about as much as the approximate one's one-off
+    compilation (about 30 CPU seconds per process); above, it grows faster than linearly (75 CPU seconds at
+    10^5 cells a side, unfinished after 28 minutes at 10^6; ``docs/performance.md``).
+
+    Parameters
+    ----------
+    n_endpoints, n_cells
+        Number of simulated end points and of real cells.
+    neighbor_search
+        ``"auto"``, ``"exact"`` or ``"approximate"``.
+    """
+    from trajvi._types import NEIGHBOR_SEARCHES, check_option
+
+    check_option(neighbor_search, NEIGHBOR_SEARCHES, "neighbor_search")
+    if neighbor_search != "auto":
+        return neighbor_search
+    return "approximate" if min(n_endpoints, n_cells) > EXACT_SEARCH_MAX_CELLS else "exact"
+
+
 def map_from_endpoints(
     endpoints: np.ndarray,
     z_cells: np.ndarray,
@@ -304,35 +335,96 @@ def map_from_endpoints(
     n_neighbors: int = 10,
     batch_size: int = 8192,
     n_jobs: int | None = None,
+    neighbor_search: NeighborSearch = "auto",
+    random_state: int | None = 0,
 ) -> sp.csr_array:
     """Spread each simulated end point uniformly over its ``n_neighbors`` nearest real cells.
 
     Returns the ``(n_endpoints, n_cells)`` sparse matrix of mass ``1 / n_endpoints`` per row. Memory is
-    linear in the cells: the neighbours are found in batches of ``batch_size`` end points, by scikit-learn's
-    tree search on ``n_jobs`` cores (``None``: the cores this process may use, as the OT blocks). Time grows
-    faster than linearly with the cells (``docs/performance.md``).
+    linear in the cells: the neighbours are found in batches of ``batch_size`` end points on ``n_jobs``
+    cores (``None``: the cores this process may use, as the OT blocks).
 
     k nearest neighbours rather than a Gaussian kernel: there is no bandwidth to choose, the spread follows the
     local density of the real cells, and each row has exactly ``n_neighbors`` entries.
+
+    Parameters
+    ----------
+    endpoints
+        ``(n_endpoints, n_latent)`` simulated end points.
+    z_cells
+        ``(n_cells, n_latent)`` latent states of the real cells.
+    n_neighbors, batch_size, n_jobs
+        Cells per end point, end points per query batch, cores.
+    neighbor_search
+        ``"exact"``: scikit-learn's search (a tree in a low-dimensional latent); its time grows faster than
+        linearly with the cells (``docs/performance.md``). ``"approximate"``: a nearest-neighbour-descent graph
+        over the real cells (pynndescent), built in time about linear in the cells and queried in batches
+        for ``3 n_neighbors`` candidates, of which the closest are kept; it finds about 99% of the exact
+        neighbours on the benchmark latents (``docs/performance.md``), fewer for end points far from all cells.
+        ``"auto"``: see :func:`neighbor_search_method`.
+    random_state
+        Seed of the approximate index (the same seed and number of cores give the same neighbours).
     """
-    from sklearn.neighbors import NearestNeighbors
-
-    from trajvi.transport import available_cores
-
     n_end, n_cells = len(endpoints), len(z_cells)
     if n_cells == 0 or n_end == 0:
         msg = "map_from_endpoints needs end points and real cells."
         raise ValueError(msg)
+    search = neighbor_search_method(n_end, n_cells, neighbor_search)
     k = int(min(max(1, n_neighbors), n_cells))
+    from trajvi.transport import available_cores
+
     jobs = available_cores() if n_jobs is None else max(1, int(n_jobs))
-    index = NearestNeighbors(n_neighbors=k, n_jobs=jobs).fit(np.asarray(z_cells, dtype=np.float64))
-    cols = np.empty((n_end, k), dtype=np.int64)
-    for start in range(0, n_end, batch_size):
-        chunk = np.asarray(endpoints[start : start + batch_size], dtype=np.float64)
-        cols[start : start + len(chunk)] = index.kneighbors(chunk, return_distance=False)
+    logger.info("flow map: %s search of %d nearest of %d cells for %d end points", search, k, n_cells, n_end)
+    if search == "approximate" and k < n_cells:
+        cols = _approximate_neighbors(endpoints, z_cells, k, batch_size, jobs, random_state)
+    else:
+        cols = _exact_neighbors(endpoints, z_cells, k, batch_size, jobs)
     rows = np.repeat(np.arange(n_end), k)
     data = np.full(n_end * k, 1.0 / (n_end * k))
     return sp.csr_array((data, (rows, cols.reshape(-1))), shape=(n_end, n_cells))
+
+
+def _exact_neighbors(endpoints: np.ndarray, z_cells: np.ndarray, k: int, batch_size: int, jobs: int) -> np.ndarray:
+    """``(n_endpoints, k)`` indices of the nearest real cells, by scikit-learn's exact search."""
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=k, n_jobs=jobs).fit(np.asarray(z_cells, dtype=np.float64))
+    cols = np.empty((len(endpoints), k), dtype=np.int64)
+    for start in range(0, len(endpoints), batch_size):
+        chunk = np.asarray(endpoints[start : start + batch_size], dtype=np.float64)
+        cols[start : start + len(chunk)] = index.kneighbors(chunk, return_distance=False)
+    return cols
+
+
+def _approximate_neighbors(
+    endpoints: np.ndarray, z_cells: np.ndarray, k: int, batch_size: int, jobs: int, random_state: int | None
+) -> np.ndarray:
+    """``(n_endpoints, k)`` indices of (about) the nearest real cells, by pynndescent's NN-descent graph."""
+    import numba
+    from pynndescent import NNDescent
+
+    data = np.ascontiguousarray(z_cells, dtype=np.float32)
+    index = NNDescent(
+        data,
+        n_neighbors=min(max(30, k), len(data) - 1),
+        random_state=random_state,
+        n_jobs=min(jobs, numba.config.NUMBA_NUM_THREADS),  # type: ignore[attr-defined]  # set at import
+        low_memory=True,
+    )
+    cols = np.empty((len(endpoints), k), dtype=np.int64)
+    for start in range(0, len(endpoints), batch_size):
+        chunk = np.ascontiguousarray(endpoints[start : start + batch_size], dtype=np.float32)
+        # a search for 3k candidates, of which the k closest are kept, escapes more of the local minima of
+        # the graph search (end points off the real cells); sorted by distance
+        found, _ = index.query(chunk, k=min(3 * k, len(data)), epsilon=_QUERY_EPSILON)
+        cols[start : start + len(chunk)] = found[:, :k]
+    if cols.min() < 0:
+        msg = (
+            f"The approximate search found fewer than {k} neighbours for {int((cols < 0).any(axis=1).sum())} end "
+            "point(s); use neighbor_search='exact' or fewer n_neighbors."
+        )
+        raise RuntimeError(msg)
+    return cols
 
 
 def maps_of_segments(
