@@ -87,6 +87,7 @@ def test_fit_takes_several_paths_into_one_model(tmp_path):
     predicted = ad.read_h5ad(tmp_path / "out_predicted.h5ad")
     n_control = int((data.obs["condition"] == "control").sum())
     assert predicted.n_obs == 2 * n_control
+    assert predicted.obs_names.is_unique  # each path's cells named apart
     assert predicted.obs["condition"].value_counts().to_dict() == {"P0": n_control, "P1": n_control}
 
 

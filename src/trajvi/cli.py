@@ -233,7 +233,12 @@ def _fit_and_write(
     first = next(iter(named))
     trajvi.tl.trajectories(adata, model, source=named[first][0], path=first)
     parts = [model.predict(source=conds[0], path=name) for name, conds in named.items()]
-    predicted = parts[0] if len(parts) == 1 else ad.concat(parts, merge="same", uns_merge="first")
+    # the same source cell is predicted along each path: the path name keeps the cell names unique
+    predicted = (
+        parts[0]
+        if len(parts) == 1
+        else ad.concat(parts, merge="same", uns_merge="first", keys=list(named), index_unique="-")
+    )
     return model, predicted
 
 
