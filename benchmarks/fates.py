@@ -17,6 +17,11 @@ Runs in the benchmark environment with moscot (not a trajvi dependency; see ``mo
   its lineage allows (ADL_parent -> ADL; Neuroblast_ASG_AWA -> ASG, AWA, ASG_AWA) and accuracy of the most likely
   fate. Methods: trajvi coupling and flow, moscot (eps 0.05, WOT's lambdas, PCA 30; its best setting in
   ``moscot_reference.py``), and the cell types of the 10 nearest target-bin cells in that PCA.
+  ``--adversarial-weight`` / ``--adversarial-target`` set the count model's adversary (written to
+  ``fates_worm_adv<setting>_seed<seed>.json``); ``--skip-moscot`` leaves moscot out. Every worm run also
+  records criteria for choosing those settings without the fate labels (``criterion``: a time bin held out of
+  phase 2 and predicted by the flow, energy distance in a PCA of expression; a probe reading the time bin from
+  the latent).
 * ``klein``: Klein 2015, days 0/2/4/7, leiden clusters within each day (resolution 0.3 on the shared PCA).
   Transition matrices between consecutive days by trajvi (coupling, flow) and moscot (eps 0.05, WOT's lambdas),
   their correlation; growth: trajvi with ``ot_method="unbalanced"`` against moscot's row-mass ratio (Spearman).
@@ -48,8 +53,20 @@ def _r(x: np.ndarray, y: np.ndarray) -> float:
     return float(pearsonr(x, y)[0]) if x.std() > 0 and y.std() > 0 else float("nan")
 
 
-def fit_trajvi(adata: ad.AnnData, path: list[str], *, seed: int, epochs: int, batch_key: str | None, **phase2: Any):
-    """A trajvi model on ``adata`` (``obs['stage']`` conditions, ``obs['t']`` times) with one path."""
+def fit_trajvi(
+    adata: ad.AnnData,
+    path: list[str],
+    *,
+    seed: int,
+    epochs: int,
+    batch_key: str | None,
+    model_kwargs: dict[str, Any] | None = None,
+    **phase2: Any,
+):
+    """A trajvi model on ``adata`` (``obs['stage']`` conditions, ``obs['t']`` times) with one path.
+
+    ``model_kwargs`` go to :class:`trajvi.TrajVI` (e.g. ``adversarial_weight``); the default is the package's.
+    """
     import scvi
 
     import trajvi
@@ -57,7 +74,7 @@ def fit_trajvi(adata: ad.AnnData, path: list[str], *, seed: int, epochs: int, ba
     scvi.settings.seed = seed
     adata = adata.copy()
     trajvi.TrajVI.setup_anndata(adata, "stage", batch_key=batch_key, time_key="t")
-    model = trajvi.TrajVI(adata, n_latent=10)
+    model = trajvi.TrajVI(adata, n_latent=10, **(model_kwargs or {}))
     start = time.perf_counter()
     model.train(max_epochs=epochs, enable_progress_bar=False)
     model.train_trajectories(path, seed=seed, max_epochs=epochs, enable_progress_bar=False, **phase2)
@@ -170,7 +187,79 @@ def _fate_scores(fates: pd.DataFrame, kinds: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def run_worm(seed: int, epochs: int) -> dict[str, Any]:
+WORM_HELD_BINS = ("270-330", "330-390", "390-450", "450-510", "510-580", "580-650")
+
+
+def _worm_criterion(model: Any, registered: ad.AnnData, adata: ad.AnnData, seed: int, epochs: int) -> dict[str, Any]:
+    """Fate-label-free criteria for the count model's settings, computed inside the training data.
+
+    * Leave one bin out of phase 2, for every bin of ``WORM_HELD_BINS`` in turn: the path without it, its
+      previous bin pushed by the flow to the held-out time (3 NB samples per cell), energy distance to the
+      held-out bin's cells in a 30-PC PCA of log-normalised expression fitted on all cells (the previous and
+      next bins unchanged as references). Phase 1 has seen the bin's counts (its condition too); only the flow
+      has not. Summary: the mean over the bins of the flow's distance divided by the previous bin's.
+    * Time probe: multinomial logistic regression reading the time bin from the latent means, accuracy on a
+      held-out quarter of the cells (how much of the time axis the latent keeps).
+
+    Call it last: it retrains phase 2.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    from _metrics import energy_distance, log_normalize
+
+    bins = adata.obs["embryo_time_bin"].astype(str).to_numpy()
+    order = list(WORM_BIN_MID)
+    pca = PCA(n_components=30, random_state=0).fit(log_normalize(adata.X))
+
+    def embed(x: Any) -> np.ndarray:
+        return pca.transform(log_normalize(x))
+
+    per_bin: dict[str, dict[str, float]] = {}
+    for held in WORM_HELD_BINS:
+        k = order.index(held)
+        previous, following = order[k - 1], order[k + 1]
+        truth = embed(adata.X[bins == held])
+        model.train_trajectories(
+            [b for b in order if b != held], seed=seed, max_epochs=epochs, enable_progress_bar=False
+        )
+        pred = model.predict(
+            registered,
+            source=previous,
+            t_span=(WORM_BIN_MID[previous], WORM_BIN_MID[held]),
+            indices=np.flatnonzero(bins == previous),
+            n_samples=3,
+        )
+        per_bin[held] = {
+            "trajvi_flow": energy_distance(embed(pred.X), truth),
+            "previous_bin": energy_distance(embed(adata.X[bins == previous]), truth),
+            "next_bin": energy_distance(embed(adata.X[bins == following]), truth),
+        }
+        per_bin[held]["ratio_to_previous"] = per_bin[held]["trajvi_flow"] / per_bin[held]["previous_bin"]
+        log(f"  held out {held}: " + ", ".join(f"{k} {v:.3f}" for k, v in per_bin[held].items()))
+    out: dict[str, Any] = {
+        "energy_distance_pca30": per_bin,
+        "mean_ratio_to_previous": float(np.mean([v["ratio_to_previous"] for v in per_bin.values()])),
+    }
+    latent = model.get_latent_representation(registered)
+    x_tr, x_te, y_tr, y_te = train_test_split(latent, bins, test_size=0.25, random_state=seed, stratify=bins)
+    probe = LogisticRegression(max_iter=2000).fit(x_tr, y_tr)
+    out["time_probe_accuracy"] = float(probe.score(x_te, y_te))
+    out["time_probe_chance"] = float(pd.Series(y_te).value_counts(normalize=True).max())
+    history = getattr(model, "history_", None) or getattr(model, "history", None) or {}
+    out["phase1_history_last"] = {  # the discriminator's accuracy, the fooling term, the reconstruction loss
+        key: float(np.asarray(frame).ravel()[-1])
+        for key, frame in history.items()
+        if any(word in key for word in ("accuracy", "fool", "reconstruction"))
+    }
+    log(f"  criterion: {out}")
+    return out
+
+
+def run_worm(
+    seed: int, epochs: int, *, model_kwargs: dict[str, Any] | None = None, skip_moscot: bool = False
+) -> dict[str, Any]:
     """Progenitor fates over the embryo-time bins: trajvi coupling and flow, moscot, nearest neighbours."""
     import trajvi
 
@@ -179,10 +268,11 @@ def run_worm(seed: int, epochs: int) -> dict[str, Any]:
     adata.obs["t"] = bins.map(WORM_BIN_MID).astype(float).to_numpy()
     adata.obs["stage"] = pd.Categorical(bins, categories=list(WORM_BIN_MID))
     path = list(WORM_BIN_MID)
-    model, registered = fit_trajvi(adata, path, seed=seed, epochs=epochs, batch_key="batch")
+    model, registered = fit_trajvi(adata, path, seed=seed, epochs=epochs, batch_key="batch", model_kwargs=model_kwargs)
     data = M.preprocess(adata, n_pcs=30, seed=seed)
-    tau_a, tau_b = M.wot_taus(0.05, 1.0, 50.0)
-    problem = M.solve_temporal(data, "t", obsm_key="X_pca", epsilon=0.05, tau_a=tau_a, tau_b=tau_b, seed=seed)
+    if not skip_moscot:
+        tau_a, tau_b = M.wot_taus(0.05, 1.0, 50.0)
+        problem = M.solve_temporal(data, "t", obsm_key="X_pca", epsilon=0.05, tau_a=tau_a, tau_b=tau_b, seed=seed)
     from sklearn.neighbors import NearestNeighbors
 
     targets, sources = ("510-580", "580-650"), ("210-270", "270-330")
@@ -205,7 +295,8 @@ def run_worm(seed: int, epochs: int) -> dict[str, Any]:
     for target in targets:
         target_cells = adata.obs_names[(bins == target).to_numpy()]
         knn = NearestNeighbors(n_neighbors=10).fit(data[target_cells].obsm["X_pca"])
-        by_method: dict[str, list[pd.DataFrame]] = {k: [] for k in (*labels, "moscot", "knn")}
+        reference = ("knn",) if skip_moscot else ("moscot", "knn")
+        by_method: dict[str, list[pd.DataFrame]] = {k: [] for k in (*labels, *reference)}
         kinds_all = []
         for source in sources:
             prog = adata.obs_names[
@@ -214,9 +305,10 @@ def run_worm(seed: int, epochs: int) -> dict[str, Any]:
             kinds_all.append(adata.obs.loc[prog, "cell_type"].astype(str).to_numpy())
             for label in labels:
                 by_method[label].append(computed[(label, target, source)].loc[prog])
-            by_method["moscot"].append(
-                M.cell_fates(problem, WORM_BIN_MID[source], WORM_BIN_MID[target], "cell_type", prog)
-            )
+            if not skip_moscot:
+                by_method["moscot"].append(
+                    M.cell_fates(problem, WORM_BIN_MID[source], WORM_BIN_MID[target], "cell_type", prog)
+                )
             idx = knn.kneighbors(data[prog].obsm["X_pca"], return_distance=False)
             labels_knn = adata.obs.loc[target_cells, "cell_type"].astype(str).to_numpy()[idx]
             table = pd.DataFrame([pd.Series(row).value_counts(normalize=True) for row in labels_knn], index=prog)
@@ -234,7 +326,15 @@ def run_worm(seed: int, epochs: int) -> dict[str, Any]:
                 f" Neuroblast {score['Neuroblast_ASG_AWA']['allowed_share']:.3f}/"
                 f"{score['Neuroblast_ASG_AWA']['accuracy']:.3f})"
             )
-    return {"results": results, "residual_penalty": model.residual_penalty_, "allowed": WORM_ALLOWED}
+    penalty = model.residual_penalty_
+    criterion = _worm_criterion(model, registered, adata, seed, epochs)
+    return {
+        "results": results,
+        "residual_penalty": penalty,
+        "allowed": WORM_ALLOWED,
+        "model_kwargs": model_kwargs or {},
+        "criterion": criterion,
+    }
 
 
 # ------------------------------------------------------------------------------------------------------ klein
@@ -333,13 +433,31 @@ def main() -> None:
     parser.add_argument("dataset", choices=("schiebinger", "worm", "klein"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="phase 1 and 2 epochs (default 300/100/100)")
+    parser.add_argument("--adversarial-weight", type=float, default=None, help="worm: TrajVI adversarial_weight")
+    parser.add_argument(
+        "--adversarial-target", choices=("condition", "batch"), default=None, help="worm: TrajVI adversarial_target"
+    )
+    parser.add_argument("--skip-moscot", action="store_true", help="worm: leave moscot out (its numbers are stored)")
     args = parser.parse_args()
+    model_kwargs: dict[str, Any] = {}
+    suffix = ""
+    if args.adversarial_weight is not None:
+        model_kwargs["adversarial_weight"] = args.adversarial_weight
+        suffix += f"_adv{args.adversarial_weight:g}"
+    if args.adversarial_target is not None:
+        model_kwargs["adversarial_target"] = args.adversarial_target
+        suffix += f"_adv{args.adversarial_target}"
+    if (model_kwargs or args.skip_moscot) and args.dataset != "worm":
+        parser.error("--adversarial-weight, --adversarial-target and --skip-moscot apply to the worm data set only")
     _common.set_threads(1)
     _common.quiet_lightning()
     epochs = args.epochs or {"schiebinger": 300, "worm": 100, "klein": 100}[args.dataset]
     run = {"schiebinger": run_schiebinger, "worm": run_worm, "klein": run_klein}[args.dataset]
     start = time.perf_counter()
-    payload = run(args.seed, epochs)
+    if args.dataset == "worm":
+        payload = run_worm(args.seed, epochs, model_kwargs=model_kwargs, skip_moscot=args.skip_moscot)
+    else:
+        payload = run(args.seed, epochs)
     payload.update(
         dataset=args.dataset,
         seed=args.seed,
@@ -347,7 +465,7 @@ def main() -> None:
         seconds=time.perf_counter() - start,
         versions=_common.versions(),
     )
-    out = Path(__file__).resolve().parent / "results" / f"fates_{args.dataset}_seed{args.seed}.json"
+    out = Path(__file__).resolve().parent / "results" / f"fates_{args.dataset}{suffix}_seed{args.seed}.json"
     write_json(out, payload)
     log(f"wrote {out}")
 
