@@ -156,7 +156,39 @@ class DeviceBatches:
             yield self.fields.take(rows[b * self.batch_size : (b + 1) * self.batch_size])
 
 
-class DeviceDataSplitter(DataSplitter):
+class SplitLoaders:
+    """The train/validation/test loaders of a splitter, each from its ``_loader(indices, shuffle, drop_last)``.
+
+    Training cells are shuffled (and the last short minibatch dropped when ``drop_last``); validation and test
+    cells are read in order; a split without cells has no loader (``None``).
+    """
+
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    drop_last: bool
+
+    def _loader(self, indices: np.ndarray, *, shuffle: bool, drop_last: bool) -> Any:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> Any:
+        """Shuffled minibatches of the training cells."""
+        return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> Any:
+        """Minibatches of the validation cells, in order (``None`` without validation cells)."""
+        if len(self.val_idx) == 0:
+            return None
+        return self._loader(self.val_idx, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> Any:
+        """Minibatches of the test cells, in order (``None`` without test cells)."""
+        if len(self.test_idx) == 0:
+            return None
+        return self._loader(self.test_idx, shuffle=False, drop_last=False)
+
+
+class DeviceDataSplitter(SplitLoaders, DataSplitter):
     """scvi-tools' :class:`~scvi.dataloaders.DataSplitter` whose loaders draw minibatches on the device.
 
     The split (``train_size``, ``validation_size``, ``shuffle_set_split``, ``settings.seed``) is scvi-tools';
@@ -221,22 +253,6 @@ class DeviceDataSplitter(DataSplitter):
             world_size=world_size,
             seed=settings.seed if settings.seed is not None else 0,
         )
-
-    def train_dataloader(self) -> DeviceBatches:
-        """Shuffled minibatches of the training cells."""
-        return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
-
-    def val_dataloader(self) -> DeviceBatches | None:
-        """Minibatches of the validation cells, in order (``None`` without validation cells)."""
-        if len(self.val_idx) == 0:
-            return None
-        return self._loader(self.val_idx, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DeviceBatches | None:
-        """Minibatches of the test cells, in order (``None`` without test cells)."""
-        if len(self.test_idx) == 0:
-            return None
-        return self._loader(self.test_idx, shuffle=False, drop_last=False)
 
 
 #: Share of the device's free memory that the copied data may take (the rest is left to the model and its steps).

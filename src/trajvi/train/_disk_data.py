@@ -21,7 +21,7 @@ from scvi.dataloaders import DataSplitter
 from trajvi._logging import logger
 from trajvi.data._blocks import counts_in_memory
 
-from ._device_data import DeviceDataSplitter
+from ._device_data import DeviceDataSplitter, SplitLoaders
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -112,7 +112,7 @@ class DiskBatches:
             yield {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in carry.items()}
 
 
-class DiskDataSplitter(DataSplitter):
+class DiskDataSplitter(SplitLoaders, DataSplitter):
     """scvi-tools' :class:`~scvi.dataloaders.DataSplitter` whose loaders read contiguous blocks of cells.
 
     For counts read from disk (a backed AnnData, an AnnCollection): the split is scvi-tools', the minibatches
@@ -161,22 +161,6 @@ class DiskDataSplitter(DataSplitter):
             blocks_per_pool=self.blocks_per_pool,
             seed=settings.seed if settings.seed is not None else 0,
         )
-
-    def train_dataloader(self) -> DiskBatches:
-        """Minibatches of the training cells, block-shuffled."""
-        return self._loader(self.train_idx, shuffle=True, drop_last=self.drop_last)
-
-    def val_dataloader(self) -> DiskBatches | None:
-        """Minibatches of the validation cells, in file order (``None`` without validation cells)."""
-        if len(self.val_idx) == 0:
-            return None
-        return self._loader(self.val_idx, shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DiskBatches | None:
-        """Minibatches of the test cells, in file order (``None`` without test cells)."""
-        if len(self.test_idx) == 0:
-            return None
-        return self._loader(self.test_idx, shuffle=False, drop_last=False)
 
 
 def select_data_splitter(
