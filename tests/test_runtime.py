@@ -6,7 +6,14 @@ import torch
 
 import trajvi
 from tests.conftest import TRAIN_KW
-from trajvi._runtime import fit_context, quiet_fit, resolve_num_threads, torch_threads
+from trajvi._runtime import (
+    fit_context,
+    flush_denormal_enabled,
+    flushed_denormals,
+    quiet_fit,
+    resolve_num_threads,
+    torch_threads,
+)
 from trajvi._settings import DEFAULT_NUM_THREADS
 
 
@@ -89,3 +96,83 @@ def test_a_fit_shows_no_third_party_noise(caplog, thread_settings):
     assert not [m for m in lightning if any(n in m for n in noise)], lightning
     assert not [w for w in seen if "LeafSpec" in str(w.message)]
     assert torch.get_num_threads() == 2  # restored after each fit
+
+
+SUBNORMAL = 1e-39  # below float32's smallest normal number (about 1.18e-38)
+
+
+@pytest.fixture
+def flush_setting():
+    saved = (trajvi.settings.flush_denormal, flush_denormal_enabled())
+    yield
+    trajvi.settings.flush_denormal = saved[0]
+    torch.set_flush_denormal(saved[1])
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU has no flush-to-zero mode")
+def test_fits_flush_subnormals_and_restore_the_callers_mode(flush_setting):
+    assert not flush_denormal_enabled()
+    assert torch.tensor([SUBNORMAL]).item() > 0.0
+    with fit_context():
+        assert flush_denormal_enabled()
+        assert torch.tensor([SUBNORMAL]).item() == 0.0
+    assert not flush_denormal_enabled()
+    torch.set_flush_denormal(True)  # a caller that flushes keeps flushing, even when trajvi's setting is off
+    trajvi.settings.flush_denormal = False
+    with fit_context():
+        assert flush_denormal_enabled()
+    assert flush_denormal_enabled()
+    torch.set_flush_denormal(False)
+    inside = []
+
+    def failing_fit():
+        inside.append(flush_denormal_enabled())
+        raise RuntimeError
+
+    with pytest.raises(RuntimeError), fit_context():
+        failing_fit()
+    assert inside == [False]  # the setting off: the caller's mode, as it was
+    assert not flush_denormal_enabled()
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU has no flush-to-zero mode")
+def test_an_adam_moment_of_a_vanished_gradient_never_turns_subnormal_in_a_fit(flush_setting):
+    # the state behind a slow fit: Adam's second moment of a tiny gradient is subnormal, and each step on it
+    # runs many times slower (benchmarks/subnormals.py); inside a fit it is zero instead
+    def moments() -> torch.Tensor:
+        p = torch.nn.Parameter(torch.ones(64))
+        opt = torch.optim.Adam([p], fused=True)
+        p.grad = torch.full((64,), 1e-20)
+        opt.step()
+        return opt.state[p]["exp_avg_sq"]
+
+    outside = moments()
+    assert ((outside > 0) & (outside < 1.18e-38)).all()
+    with flushed_denormals():
+        assert (moments() == 0).all()
+
+
+def test_a_fit_trains_with_subnormals_flushed(flush_setting):
+    from lightning.pytorch.callbacks import Callback
+
+    class Probe(Callback):
+        def __init__(self) -> None:
+            self.seen: list[bool] = []
+
+        def on_train_batch_end(self, *args, **kwargs) -> None:
+            self.seen.append(flush_denormal_enabled())
+
+    expected = torch.set_flush_denormal(False)  # True where the CPU has the mode
+    adata = trajvi.data.synthetic(150, 20, seed=0)
+    trajvi.TrajVI.setup_anndata(adata, "condition")
+    model = trajvi.TrajVI(adata, n_latent=3)
+    probe = Probe()
+    model.train(max_epochs=1, callbacks=[probe], **TRAIN_KW)
+    assert probe.seen and set(probe.seen) == {expected}
+    assert not flush_denormal_enabled()
+
+
+@pytest.mark.parametrize("value", [1, None, "yes"])
+def test_flush_denormal_must_be_a_bool(value):
+    with pytest.raises(ValueError, match="flush_denormal"):
+        trajvi.settings.flush_denormal = value

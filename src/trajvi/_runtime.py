@@ -1,8 +1,9 @@
-"""What surrounds every fit and prediction trajvi launches: its torch threads, and a quiet terminal.
+"""What surrounds every fit and prediction trajvi launches: its torch threads, subnormals, a quiet terminal.
 
-:func:`fit_context` sets the torch thread count chosen by :func:`resolve_num_threads` (restoring the
-caller's afterwards) and, for the duration of the fit only, hides third-party output that trajvi's users
-cannot act on:
+:func:`fit_context` sets the torch thread count chosen by :func:`resolve_num_threads` and, where
+``trajvi.settings.flush_denormal`` is on, flushes subnormal float32 values to zero (restoring the caller's
+thread count and mode afterwards); for the duration of the fit only, it hides third-party output that
+trajvi's users cannot act on:
 
 - torch (2.13 here) deprecates constructing ``LeafSpec()``, which Lightning 2.6.6 (the newest release)
   still does whenever it sets up a fit's dataloaders: a ``FutureWarning`` once per phase-2 epoch. No
@@ -75,6 +76,29 @@ def torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def flush_denormal_enabled() -> bool:
+    """Whether this thread flushes subnormal float32 values to zero (torch has a setter but no getter)."""
+    import torch
+
+    # 1e-39 is subnormal in float32: kept (halved) in the normal mode, read or written as zero when flushed
+    return bool((torch.tensor([1e-39]) * 0.5).item() == 0.0)
+
+
+@contextlib.contextmanager
+def flushed_denormals(flush: bool = True) -> Iterator[None]:
+    """Run the block with subnormal flushing on (``flush=True``) or as it is, then restore the caller's mode."""
+    import torch
+
+    previous = flush_denormal_enabled()
+    if flush and not previous:
+        torch.set_flush_denormal(True)  # returns False (and changes nothing) on CPUs without the mode
+    try:
+        yield
+    finally:
+        if flush_denormal_enabled() != previous:
+            torch.set_flush_denormal(previous)
+
+
 @contextlib.contextmanager
 def quiet_fit() -> Iterator[None]:
     """Hide the third-party lines listed in this module while the block runs (nothing else)."""
@@ -94,8 +118,8 @@ def quiet_fit() -> Iterator[None]:
 
 @contextlib.contextmanager
 def fit_context() -> Iterator[None]:
-    """The threads of :func:`resolve_num_threads` and :func:`quiet_fit` around one of trajvi's fits."""
-    with torch_threads(resolve_num_threads()), quiet_fit():
+    """Threads, subnormal flushing and :func:`quiet_fit` around one of trajvi's fits (see the module)."""
+    with torch_threads(resolve_num_threads()), flushed_denormals(settings.flush_denormal), quiet_fit():
         yield
 
 

@@ -18,6 +18,13 @@ class TrajVISettings:
         ``scvi.settings.num_threads`` when it is set, else ``1``: on a 2-core machine shared with other
         processes, 2 threads made a phase-1 epoch 10 to 30 times slower than 1 (docs/performance.md, "CPU
         threads"). Set it higher on a CPU that trajvi has to itself.
+    flush_denormal
+        Whether trajvi's fits and predictions run with subnormal float32 values flushed to zero on the CPU
+        (``torch.set_flush_denormal``; default ``True``), restoring the caller's mode afterwards. Arithmetic on
+        subnormal values (below about 1.2e-38, as an Adam moment decaying from a gradient that vanished)
+        made a fused Adam step 21x and batch normalisation 7x slower here (``benchmarks/subnormals.py``);
+        flushed, they cost nothing, and values that small change no result a user can see. It applies to
+        the calling thread, the one that trains when ``num_threads`` is 1; CPUs without the mode ignore it.
 
     Examples
     --------
@@ -27,6 +34,7 @@ class TrajVISettings:
 
     def __init__(self) -> None:
         self._num_threads: int | None = None
+        self._flush_denormal = True
 
     @property
     def num_threads(self) -> int | None:
@@ -40,8 +48,20 @@ class TrajVISettings:
             raise ValueError(msg)
         self._num_threads = value
 
+    @property
+    def flush_denormal(self) -> bool:
+        """Whether fits and predictions flush subnormal float32 values to zero on the CPU (default ``True``)."""
+        return self._flush_denormal
+
+    @flush_denormal.setter
+    def flush_denormal(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            msg = f"trajvi.settings.flush_denormal={value!r}; it must be True or False."
+            raise ValueError(msg)
+        self._flush_denormal = value
+
     def __repr__(self) -> str:
-        return f"TrajVISettings(num_threads={self._num_threads!r})"
+        return f"TrajVISettings(num_threads={self._num_threads!r}, flush_denormal={self._flush_denormal!r})"
 
 
 settings = TrajVISettings()

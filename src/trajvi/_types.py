@@ -28,6 +28,8 @@ Composition = Literal["sum", "deepset"]
 MapMethod = Literal["coupling", "flow"]
 #: How a flow map finds the nearest real cells of each end point: exact, approximate (NN-descent), or by size.
 NeighborSearch = Literal["auto", "exact", "approximate"]
+#: What ``predict`` puts in ``X``: NB samples of the decoded means, or the source cells' measured expression moved.
+PredictMode = Literal["sample", "transfer"]
 #: Kinds of synthetic data.
 SyntheticKind = Literal["perturbation", "time_course", "perturbations", "branching"]
 
@@ -42,6 +44,7 @@ SYNTHETIC_KINDS: tuple[str, ...] = get_args(SyntheticKind)
 COMPOSITIONS: tuple[str, ...] = get_args(Composition)
 MAP_METHODS: tuple[str, ...] = get_args(MapMethod)
 NEIGHBOR_SEARCHES: tuple[str, ...] = get_args(NeighborSearch)
+PREDICT_MODES: tuple[str, ...] = get_args(PredictMode)
 
 
 def check_option(value: Any, options: tuple[str, ...], parameter: str) -> str:

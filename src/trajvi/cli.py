@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--save-model", type=Path, default=None, metavar="DIR", help="model folder (default: OUT_model beside OUT)"
     )
+    fit.add_argument(
+        "--predict-mode",
+        choices=["sample", "transfer"],
+        default="sample",
+        help="predicted cells: NB samples of the decoded means (sample, default) or the measured source cells "
+        "moved by the decoded change (transfer)",
+    )
     _add_training_options(fit, epochs=100, flow_epochs=100)
 
     demo = sub.add_parser("demo", help="fit trajvi on built-in synthetic data with a known answer")
@@ -195,6 +202,7 @@ def _fit_and_write(
     batch_size: int = 128,
     residual_penalty: float | str = "auto",
     accelerator: str = "auto",
+    predict_mode: str = "sample",
 ) -> tuple[Any, Any]:
     """Both phases, then latent, trajectories and predictions; returns the model and the predicted cells.
 
@@ -232,7 +240,10 @@ def _fit_and_write(
     trajvi.tl.latent(adata, model)
     first = next(iter(named))
     trajvi.tl.trajectories(adata, model, source=named[first][0], path=first)
-    parts = [model.predict(source=conds[0], path=name) for name, conds in named.items()]
+    parts = [
+        model.predict(source=conds[0], path=name, mode=predict_mode)  # type: ignore[arg-type]  # parser's choices
+        for name, conds in named.items()
+    ]
     # the same source cell is predicted along each path: the path name keeps the cell names unique
     predicted = (
         parts[0]
@@ -276,6 +287,7 @@ def run_fit(args: argparse.Namespace) -> int:
         time_key=args.time_key,
         dose_key=args.dose_key,
         couple_within=args.couple_within,
+        predict_mode=args.predict_mode,
         **_training_kwargs(args),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,26 @@ def test_predicted_cells_are_closer_to_the_truth_than_the_sources(perturbation):
     assert d_pred < 0.5 * d_src, (d_pred, d_src)
 
 
+def test_transferred_cells_are_closer_to_the_truth_than_the_sources(perturbation):
+    model, adata, truth, full = perturbation
+    sources = _held_out_sources(adata)
+    moved = model.predict(source="control", target="stimulated", indices=sources, mode="transfer")
+    assert moved.n_obs == len(sources) and (moved.obs["sample"] == 0).all()
+    assert moved.uns["trajvi_predict"]["params"]["mode"] == "transfer"
+    assert moved.X.min() >= 0 and not np.allclose(moved.X.toarray(), adata.X[sources].toarray())
+    d_moved = expression_energy_distance(moved.X, truth.X, reference=full.X)
+    d_src = expression_energy_distance(adata.X[sources], truth.X, reference=full.X)
+    assert d_moved < 0.5 * d_src, (d_moved, d_src)
+    before = adata.copy()
+    with pytest.raises(ValueError, match="n_samples must be 1"):
+        model.predict(source="control", target="stimulated", mode="transfer", n_samples=2)
+    with pytest.raises(ValueError, match="library_size None"):
+        model.predict(source="control", target="stimulated", mode="transfer", library_size=1e4)
+    with pytest.raises(ValueError, match="mode"):
+        model.predict(source="control", target="stimulated", mode="resample")
+    assert before.obs.equals(adata.obs) and before.obsm.keys() == adata.obsm.keys()
+
+
 def test_validation_chose_a_penalty_and_history_has_phase2(perturbation):
     model, *_ = perturbation
     assert model.residual_penalty_ in (0.0, 1.0, 10.0, 1e4)

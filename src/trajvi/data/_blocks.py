@@ -101,6 +101,15 @@ def row_sums(matrix: Any, rows: np.ndarray, *, max_rows: int = 4096) -> np.ndarr
     return out
 
 
+def read_rows(matrix: Any, rows: np.ndarray) -> np.ndarray:
+    """Dense float32 ``rows`` of ``matrix`` in the order asked for (a lazy matrix is read in increasing order)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    unique, inverse = np.unique(rows, return_inverse=True)
+    block = _materialize(matrix[unique])
+    dense = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    return np.asarray(dense, dtype=np.float32)[inverse]
+
+
 def counts_in_memory(adata_manager: Any) -> bool:
     """Whether the registered counts are held in memory (not a backed file, an AnnCollection, a lazy array)."""
     counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)

@@ -13,13 +13,14 @@ from scvi.distributions import NegativeBinomial
 
 from trajvi._constants import ADATA_KEYS, REGISTRY_KEYS
 from trajvi._runtime import in_fit_context
-from trajvi._types import INTEGRATORS, check_option
-from trajvi.data._blocks import row_sums
+from trajvi._types import INTEGRATORS, PREDICT_MODES, check_option
+from trajvi.data._blocks import read_rows, row_sums
 from trajvi.dynamics import simulate, time_grid
 
 from ._cells import cell_positions
 from ._routes import Route, resolve_route
 from ._trajectories import TrajectoryMixin
+from ._transfer import transfer_expression
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from scvi.utils import attrdict
 
-    from trajvi._types import Integrator
+    from trajvi._types import Integrator, PredictMode
 _CHUNK = 65_536  # cells whose counts are read at once to compute library sizes
 
 
@@ -334,6 +335,33 @@ class InferenceMixin(TrajectoryMixin):
             dose=route.dose,
         )
 
+    def _transferred(
+        self,
+        adata: AnnData,
+        idx: np.ndarray,
+        result: TrajectoryResult,
+        route: Route,
+        library: torch.Tensor,
+        batch: torch.Tensor,
+        end_means: torch.Tensor,
+        batch_size: int,
+    ) -> np.ndarray:
+        """The source cells' measured counts moved by the change decoded from their start to their end state."""
+        t_end = float(result.times[-1])
+        start_mixture = self._mixture_at(float(result.times[0]), route, t_end)
+        z_start = torch.as_tensor(result.latent[0], device=self.module.device)
+        counts = self.get_from_registry(adata, REGISTRY_KEYS.X_KEY)
+        parts = []
+        for i in range(0, len(idx), batch_size):
+            rows = slice(i, i + batch_size)
+            start_means = self._decode(z_start[rows], library[rows], batch[rows], start_mixture, None)
+            parts.append(
+                transfer_expression(
+                    read_rows(counts, idx[rows]), start_means.cpu().numpy(), end_means[rows].cpu().numpy()
+                )
+            )
+        return np.concatenate(parts)
+
     def _route(
         self, source: str | None, target: str | None, path: str | None, t_span_given: bool, dose: float | None
     ) -> Route:
@@ -404,12 +432,14 @@ class InferenceMixin(TrajectoryMixin):
         method: Integrator = "euler",
         batch_size: int = 1024,
         library_size: float | None = None,
+        mode: PredictMode = "sample",
         layer_key: str = ADATA_KEYS.PREDICTED_MEAN,
     ) -> AnnData:
         """Predict cells of ``target`` from cells of ``source``, as an AnnData scanpy can analyse.
 
         The source cells are pushed along the velocity field to the target time and decoded with the
-        target condition; NB counts are sampled from the decoded means.
+        target condition; NB counts are sampled from the decoded means (``mode="sample"``), or each source
+        cell's measured expression is moved by the change decoded along its path (``mode="transfer"``).
 
         Parameters
         ----------
@@ -418,21 +448,39 @@ class InferenceMixin(TrajectoryMixin):
         source, target, t_span, path, dose, indices, n_steps, method, batch_size, library_size
             As in :meth:`simulate_trajectory`.
         n_samples
-            Predicted cells per source cell (independent NB samples of the same mean).
+            Predicted cells per source cell (independent NB samples of the same mean; 1 with ``"transfer"``).
+        mode
+            ``"sample"``: NB counts sampled from the means decoded at the end state. ``"transfer"``: the source
+            cell's ``log1p(CP10k)`` expression plus, gene by gene, the change of the log-normalised decoded
+            means between its start and end states, back on the count scale with the cell's own library size
+            (float values; see :mod:`trajvi.model._transfer`). Sampled cells are the model's view of the
+            target, including its reconstruction error; transferred cells keep everything measured in the
+            source cell that the model does not reconstruct, which put them closer to the real cells when the
+            change is small or shared by most genes (docs/benchmarks.md measures both). Transfer needs the
+            source cells' counts, so not ``library_size``.
         layer_key
             Layer that receives the NB means.
 
         Returns
         -------
-        AnnData with sampled counts in ``X`` (CSR), the NB means in ``layers[layer_key]``, ``var`` as in the
-        input, and ``obs`` holding the source cell (``source_cell``), its obs columns, ``condition`` (the
-        target, or ``t=<time>``; the registered condition column, when it has another name, says the same,
-        and a registered time column holds the target time), ``source_condition`` and ``sample``.
+        AnnData with sampled (or transferred) counts in ``X`` (CSR), the NB means in ``layers[layer_key]``,
+        ``var`` as in the input, and ``obs`` holding the source cell (``source_cell``), its obs columns,
+        ``condition`` (the target, or ``t=<time>``; the registered condition column, when it has another name,
+        says the same, and a registered time column holds the target time), ``source_condition`` and
+        ``sample``.
         """
         from anndata import AnnData
 
         if int(n_samples) < 1:
             msg = f"n_samples={n_samples}; it must be at least 1."
+            raise ValueError(msg)
+        check_option(mode, PREDICT_MODES, "mode")
+        if mode == "transfer" and (int(n_samples) != 1 or library_size is not None):
+            msg = (
+                f"mode='transfer' moves each source cell's measured counts once: n_samples must be 1 (got "
+                f"{n_samples}) and library_size None (got {library_size}); use mode='sample' for several samples "
+                "or a fixed library size."
+            )
             raise ValueError(msg)
         result = self.simulate_trajectory(
             adata,
@@ -466,8 +514,11 @@ class InferenceMixin(TrajectoryMixin):
                     for i in range(0, len(idx), batch_size)
                 ]
             )
-            dist = NegativeBinomial(mu=means.clamp_min(1e-12), theta=self.module.theta)
-            samples = [dist.sample().cpu().numpy().astype(np.float32) for _ in range(int(n_samples))]
+            if mode == "transfer":
+                samples = [self._transferred(adata, idx, result, route, library, batch, means, batch_size)]
+            else:
+                dist = NegativeBinomial(mu=means.clamp_min(1e-12), theta=self.module.theta)
+                samples = [dist.sample().cpu().numpy().astype(np.float32) for _ in range(int(n_samples))]
         mean_np = means.cpu().numpy().astype(np.float32)
         label = result.target if result.target is not None else f"t={t_end:g}"
         source_obs = adata.obs.iloc[idx]
@@ -500,6 +551,7 @@ class InferenceMixin(TrajectoryMixin):
                 "method": method,
                 "path": "" if result.path is None else result.path,
                 "dose": float(result.dose),
+                "mode": mode,
             }
         }
         return out
