@@ -22,7 +22,7 @@ class TrajVISettings:
         Whether trajvi's fits and predictions run with subnormal float32 values flushed to zero on the CPU
         (``torch.set_flush_denormal``; default ``True``), restoring the caller's mode afterwards. Arithmetic on
         subnormal values (below about 1.2e-38, as an Adam moment decaying from a gradient that vanished)
-        made a fused Adam step 21x and batch normalisation 7x slower here (``benchmarks/subnormals.py``);
+        made a fused Adam step 24x and batch normalisation 5x slower here (``benchmarks/subnormals.py``);
         flushed, they cost nothing, and values that small change no result a user can see. It applies to
         the calling thread, the one that trains when ``num_threads`` is 1; CPUs without the mode ignore it.
 

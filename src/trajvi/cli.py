@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from trajvi._types import OTMethod
+from trajvi._types import PREDICT_MODES, OTMethod
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--predict-mode",
-        choices=["sample", "transfer"],
+        choices=PREDICT_MODES,
         default="sample",
         help="predicted cells: NB samples of the decoded means (sample, default) or the measured source cells "
         "moved by the decoded change (transfer)",

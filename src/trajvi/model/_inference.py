@@ -455,9 +455,10 @@ class InferenceMixin(TrajectoryMixin):
             means between its start and end states, back on the count scale with the cell's own library size
             (float values; see :mod:`trajvi.model._transfer`). Sampled cells are the model's view of the
             target, including its reconstruction error; transferred cells keep everything measured in the
-            source cell that the model does not reconstruct, which put them closer to the real cells when the
-            change is small or shared by most genes (docs/benchmarks.md measures both). Transfer needs the
-            source cells' counts, so not ``library_size``.
+            source cell that the model does not reconstruct, which put them much closer to the real cells
+            when the change is small (held-out double perturbations, a knockout without effect; the
+            benchmarks page measures both modes). Transfer needs the source cells' counts, so not
+            ``library_size``.
         layer_key
             Layer that receives the NB means.
 
