@@ -41,6 +41,7 @@ class Phase2:
     group_weighting: str = "balanced"
     epochs: int = 100
     n_steps: int = 50
+    predict_mode: str = "sample"  # predict(mode=...): "transfer" gives one moved cell per source cell
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -114,10 +115,16 @@ def kang_method(p1: Phase1, p2: Phase2) -> Callable[[Any], Prediction]:
         model = _phase1(split.train, id(split), p1, seed=split.seed, setup={"condition_key": "condition"})
         seconds = _phase2(model, ["control", "stimulated"], p2, seed=split.seed)
         idx = model.adata.obs_names.get_indexer(split.sources.obs_names)
+        n_samples = split.n_samples if p2.predict_mode == "sample" else 1
         pred = model.predict(
-            source="control", target="stimulated", indices=idx, n_samples=split.n_samples, n_steps=p2.n_steps
+            source="control",
+            target="stimulated",
+            indices=idx,
+            n_samples=n_samples,
+            n_steps=p2.n_steps,
+            mode=p2.predict_mode,
         )
-        return Prediction(counts=_samples(pred, split.n_samples), info=_info(model, p1, p2, seconds))
+        return Prediction(counts=_samples(pred, n_samples), info=_info(model, p1, p2, seconds))
 
     return run
 
@@ -133,13 +140,15 @@ def klein_method(p1: Phase1, p2: Phase2) -> Callable[[Any], Prediction]:
         model = _phase1(adata, id(split), p1, seed=split.seed, setup={"condition_key": "day_name", "time_key": "day"})
         seconds = _phase2(model, path, p2, seed=split.seed)
         idx = model.adata.obs_names.get_indexer(split.sources.obs_names)
+        n_samples = split.n_samples if p2.predict_mode == "sample" else 1
         pred = model.predict(
             source=f"d{int(split.t_prev)}",
             t_span=(split.t_prev, split.t_held),
             indices=idx,
-            n_samples=split.n_samples,
+            n_samples=n_samples,
             n_steps=p2.n_steps,
+            mode=p2.predict_mode,
         )
-        return Prediction(counts=_samples(pred, split.n_samples), info=_info(model, p1, p2, seconds))
+        return Prediction(counts=_samples(pred, n_samples), info=_info(model, p1, p2, seconds))
 
     return run

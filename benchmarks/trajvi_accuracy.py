@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[Phase1, Phase2, Phase2]] = {
         Phase2(couple_within=None),
     ),
     "free_flow": (Phase1(), Phase2(residual_penalty=0.0), Phase2(couple_within=None, residual_penalty=0.0)),
+    "transfer": (Phase1(), Phase2(predict_mode="transfer"), Phase2(couple_within=None, predict_mode="transfer")),
 }
 
 
