@@ -163,7 +163,16 @@ def fate_probabilities(
     Returns
     -------
     The ``(source cells, fates)`` table, rows summing to 1 (NaN for cells whose mass reaches none of
-    ``targets``). Writes ``obsm[key_added]``: the same table over every cell of ``adata`` (NaN outside the
+    ``targets``).
+
+    Notes
+    -----
+    With ``method="coupling"``, a cell's row is only as smooth as the couplings: exact OT (the default of
+    :meth:`~trajvi.TrajVI.train_trajectories`) sends each cell to a handful of cells per step, so its most
+    likely fate is noisy even when its group's mass is right. For per-cell fates over several steps, train
+    phase 2 with ``ot_method="unbalanced"`` or ``"sinkhorn"`` (on the worm lineages: the most likely fate allowed
+    by the lineage for 0.79-0.86 of the progenitors instead of 0.56-0.61, the same share of mass on allowed
+    fates; docs/benchmarks.md). Writes ``obsm[key_added]``: the same table over every cell of ``adata`` (NaN outside the
     source cells), and ``uns[key_added]`` = ``{"fates": [...], "params": {...}}`` (on rank 0 under DDP).
     """
     check_model(model, adata)
