@@ -102,6 +102,31 @@ def test_folds_of_several_paths_leave_one_group_out_of_one_path_only():
     assert len(capped) == 3 and {f.name for f in capped} < {f.name for f in folds}
 
 
+def test_a_left_out_condition_is_left_out_of_every_path_through_it():
+    # two branches share d2: a fold scored on the d2 cells must not fit on them through the other branch
+    z, labels, _ = _cells()
+    labels = labels.astype(object)
+    labels[(labels == "d7") & (np.arange(len(labels)) % 2 == 1)] = "d7b"
+    keep = np.ones(len(z), dtype=bool)
+    paths = {"a": ["d0", "d2", "d7"], "b": ["d0", "d2", "d7b"]}
+    times = {"a": [0.0, 2.0, 7.0], "b": [0.0, 2.0, 7.0]}
+    folds = _folds(z, labels, None, paths, times, keep)
+    assert [f.name for f in folds] == ["d2 (a)", "d2 (b)"]
+    for fold in folds:
+        assert sorted(s.name for s in fold.segments) == ["d0->d7", "d0->d7b"]
+        truth = {tuple(row) for row in fold.z_truth}
+        assert not any(tuple(row) in truth for s in fold.segments for row in (*s.z_source, *s.z_target))
+    # with groups: a group's cells past the start are left out of the other path through them as well
+    z, labels, groups = _cells()
+    paths = {"a": ["d0", "d2", "d7"], "b": ["d2", "d7"]}
+    folds = _folds(z, labels, groups, paths, {"a": [0.0, 2.0, 7.0], "b": [2.0, 7.0]}, keep)
+    fold = next(f for f in folds if f.name == "A x a")
+    by_name = {s.name: s for s in fold.segments}
+    assert set(by_name["d2->d7"].coupling.groups) == {"B"}  # path b no longer sees group A's d7 cells
+    untouched = next(f for f in folds if f.name == "A x b")  # d0 is not on path b: path a keeps group A at d0
+    assert "A" in {g for s in untouched.segments if s.name == "d0->d2" for g in s.coupling.groups}
+
+
 def test_a_path_seen_in_one_group_only_is_never_left_out():
     z, labels, groups = _cells()
     keep = np.ones(len(z), dtype=bool)

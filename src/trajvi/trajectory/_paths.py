@@ -156,17 +156,22 @@ def build_folds(
     """Leave-one-out folds inside the training data, coupled quietly.
 
     With groups, each (group, path) whose group has cells at every condition of the path is a fold: that
-    group's cells past the path's start are left out of that path (the other paths keep them, and keep their
-    couplings from ``segments``), and the field fit without them must carry the group's first-condition cells
-    to its last-condition cells under the path's condition. Without groups, each interior condition of a path
-    of three or more is left out of that path in turn and must be reached from the previous one. Only what
-    exists in the training data is left out, never a combination the user asks to predict (it is not there).
+    group's cells past the path's start are left out, and the field fit without them must carry the group's
+    first-condition cells to its last-condition cells under the path's condition. Without groups, each interior
+    condition of a path of three or more is left out in turn and must be reached from the previous one. The
+    left-out cells are left out of every path: another path through the same condition (branches that share
+    their progenitors, time courses that share a day) is coupled again without them, skipping a condition that
+    has no cells left, so that no fit sees the cells it is scored on; paths that do not hold them keep their
+    couplings from ``segments``. Only what exists in the training data is left out, never a combination the
+    user asks to predict (it is not there).
     A fold needs at least two cells on each side of its score (the energy distance compares sets), and the path
     must keep cells at every condition without the group (a perturbation seen in one group only cannot be
     left out); fewer than two such (group, path) pairs give no group folds. More than ``max_folds`` folds: that
     many, drawn with ``seed``.
     """
     candidates: list[tuple[str, str, np.ndarray, list[str], list[float], np.ndarray, np.ndarray, float, float]] = []
+    # each candidate: label, path, cells the fold may fit on, the path's conditions and times without the left-out
+    # ones, start cells, truth cells, start and end time
     for name, conds in paths.paths.items():
         times = paths.times[name]
         if groups is not None:
@@ -199,7 +204,7 @@ def build_folds(
                     continue
                 sub = conds[:k] + conds[k + 1 :], times[:k] + times[k + 1 :]
                 label = conds[k] if len(paths.paths) == 1 else f"{conds[k]} ({name})"
-                candidates.append((label, name, keep, sub[0], sub[1], start, truth, times[k - 1], times[k]))
+                candidates.append((label, name, keep & ~truth, sub[0], sub[1], start, truth, times[k - 1], times[k]))
     if groups is not None and len(candidates) < 2:
         return []
     if max_folds is not None and len(candidates) > max_folds:
@@ -208,7 +213,23 @@ def build_folds(
     folds = []
     for label, name, fold_keep, conds, times, start, truth, t_start, t_end in candidates:
         weights = paths.weights(name)
-        fold_segments = {k: v for k, v in segments.items() if k != name}
+        fold_segments = {
+            other: _segments_without(
+                paths,
+                other,
+                segments[other],
+                z,
+                labels,
+                groups,
+                fold_keep,
+                keep & ~fold_keep,
+                coupling,
+                doses=doses,
+                growth=growth,
+            )
+            for other in paths.paths
+            if other != name
+        }
         fold_segments[name] = build_segments(
             z,
             labels,
@@ -235,3 +256,43 @@ def build_folds(
             )
         )
     return folds
+
+
+def _segments_without(
+    paths: PathSet,
+    name: str,
+    segments: list[Segment],
+    z: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    keep: np.ndarray,
+    left_out: np.ndarray,
+    coupling: CouplingConfig,
+    *,
+    doses: np.ndarray | None,
+    growth: np.ndarray | None,
+) -> list[Segment]:
+    """The segments of path ``name`` fit on the cells of ``keep`` (``segments`` when it held none of ``left_out``).
+
+    A condition of the path with no cells left is skipped; a path left with fewer than two conditions has no
+    segments.
+    """
+    conds, times = paths.paths[name], paths.times[name]
+    if not (left_out & np.isin(labels, conds)).any():
+        return segments
+    kept = [(c, t) for c, t in zip(conds, times, strict=True) if (keep & (labels == c)).any()]
+    if len(kept) < 2:
+        return []
+    return build_segments(
+        z,
+        labels,
+        groups,
+        [c for c, _ in kept],
+        [t for _, t in kept],
+        keep,
+        coupling,
+        weights=paths.weights(name),
+        doses=doses,
+        growth=growth,
+        quiet=True,
+    )
