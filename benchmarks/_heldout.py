@@ -344,6 +344,7 @@ def _trajvi_predict(split: HeldOutSplit, model: Any, paths: list[list[str]]) -> 
         source=split.panel.control, target=split.perturbation, indices=idx, n_steps=50, mode="transfer"
     )
     split.extra[f"transfer:{len(paths)}"] = Prediction(counts=[moved.X.toarray()], info={**info, "mode": "transfer"})
+    split.extra[f"model:{len(paths)}"] = model
     return Prediction(counts=[x[sample == s] for s in range(split.n_samples)], info=info)
 
 
@@ -377,7 +378,33 @@ def predict_trajvi_transfer(split: HeldOutSplit) -> Prediction:
     return split.extra[key]
 
 
+def _calibrated(split: HeldOutSplit, mode: str) -> Prediction:
+    """``predict(calibrate=True)`` on the model ``trajvi`` fitted: the prediction plus the field's mean miss.
+
+    The miss is measured on the trained (group, perturbation) pairs the prediction is built from (the other groups
+    for a held-out single perturbation, the held-out group's components for a combination); see
+    :mod:`trajvi.model._calibration`.
+    """
+    control = split.panel.control
+    conditions = sorted(set(split.train.obs[split.panel.condition_key].astype(str)) - {control})
+    key = f"model:{len(conditions)}"
+    if key not in split.extra:
+        predict_trajvi(split)
+    model = split.extra[key]
+    idx = model.adata.obs_names.get_indexer(split.sources.obs_names)
+    n = 1 if mode == "transfer" else split.n_samples
+    pred = model.predict(
+        source=control, target=split.perturbation, indices=idx, n_steps=50, mode=mode, n_samples=n, calibrate=True
+    )
+    sample = pred.obs["sample"].to_numpy()
+    x = pred.X.toarray()
+    info = {"mode": mode, "calibrated_on": list(pred.uns["trajvi_predict"]["params"]["calibrated_on"])}
+    return Prediction(counts=[x[sample == s] for s in range(n)], info=info)
+
+
 METHODS: dict[str, Callable[[HeldOutSplit], Prediction]] = {
+    "trajvi_calibrated": lambda split: _calibrated(split, "sample"),
+    "trajvi_transfer_calibrated": lambda split: _calibrated(split, "transfer"),
     "control": predict_control,
     "mean_shift": predict_mean_shift,
     "additive": predict_additive,

@@ -42,6 +42,7 @@ class Phase2:
     epochs: int = 100
     n_steps: int = 50
     predict_mode: str = "sample"  # predict(mode=...): "transfer" gives one moved cell per source cell
+    calibrate: bool = False  # predict(calibrate=...): add the field's mean miss on the other cell types
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -123,6 +124,7 @@ def kang_method(p1: Phase1, p2: Phase2) -> Callable[[Any], Prediction]:
             n_samples=n_samples,
             n_steps=p2.n_steps,
             mode=p2.predict_mode,
+            calibrate=p2.calibrate,
         )
         return Prediction(counts=_samples(pred, n_samples), info=_info(model, p1, p2, seconds))
 

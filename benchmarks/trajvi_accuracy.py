@@ -45,6 +45,13 @@ VARIANTS: dict[str, tuple[Phase1, Phase2, Phase2]] = {
     ),
     "free_flow": (Phase1(), Phase2(residual_penalty=0.0), Phase2(couple_within=None, residual_penalty=0.0)),
     "transfer": (Phase1(), Phase2(predict_mode="transfer"), Phase2(couple_within=None, predict_mode="transfer")),
+    # calibration needs real cells of the target: Kang only (Klein's held-out day has none, its run is the default)
+    "calibrated": (Phase1(), Phase2(calibrate=True), Phase2(couple_within=None)),
+    "transfer_calibrated": (
+        Phase1(),
+        Phase2(predict_mode="transfer", calibrate=True),
+        Phase2(couple_within=None, predict_mode="transfer"),
+    ),
 }
 
 

@@ -82,7 +82,7 @@ def test_fit_takes_several_paths_into_one_model(tmp_path):
     argv = ["fit", str(path), "--condition-key", "condition", "--dose-key", "dose", "--path", "control", "P0"]
     argv += ["--path", "control", "P1", "--epochs", "1", "--flow-epochs", "1", "--out", str(out), "--no-progress"]
     argv += ["--threads", "1", "--n-latent", "3", "--batch-size", "64", "--residual-penalty", "1"]
-    argv += ["--accelerator", "cpu", "--predict-mode", "transfer"]
+    argv += ["--accelerator", "cpu", "--predict-mode", "transfer", "--calibrate"]
     assert main(argv) == 0
     assert (tmp_path / "out_model" / "model.pt").exists()  # the model's default folder
     predicted = ad.read_h5ad(tmp_path / "out_predicted.h5ad")
@@ -91,6 +91,7 @@ def test_fit_takes_several_paths_into_one_model(tmp_path):
     assert predicted.obs_names.is_unique  # each path's cells named apart
     assert predicted.obs["condition"].value_counts().to_dict() == {"P0": n_control, "P1": n_control}
     assert predicted.uns["trajvi_predict"]["params"]["mode"] == "transfer"
+    assert predicted.uns["trajvi_predict"]["params"]["calibrated_on"] == ["all x P0"]  # the first path's
     assert not np.allclose(predicted.X.toarray(), np.round(predicted.X.toarray()))  # moved, not sampled, counts
 
 

@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="predicted cells: NB samples of the decoded means (sample, default) or the measured source cells "
         "moved by the decoded change (transfer)",
     )
+    fit.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="add to the predicted cells the field's mean miss on the real target cells of each --couple-within "
+        "group (predict(calibrate=True))",
+    )
     _add_training_options(fit, epochs=100, flow_epochs=100)
 
     demo = sub.add_parser("demo", help="fit trajvi on built-in synthetic data with a known answer")
@@ -203,6 +209,7 @@ def _fit_and_write(
     residual_penalty: float | str = "auto",
     accelerator: str = "auto",
     predict_mode: str = "sample",
+    calibrate: bool = False,
 ) -> tuple[Any, Any]:
     """Both phases, then latent, trajectories and predictions; returns the model and the predicted cells.
 
@@ -241,7 +248,13 @@ def _fit_and_write(
     first = next(iter(named))
     trajvi.tl.trajectories(adata, model, source=named[first][0], path=first)
     parts = [
-        model.predict(source=conds[0], path=name, mode=predict_mode)  # type: ignore[arg-type]  # parser's choices
+        model.predict(
+            source=conds[0],
+            target=conds[-1],
+            path=name,
+            mode=predict_mode,  # type: ignore[arg-type]  # the parser's choices
+            calibrate=calibrate,
+        )
         for name, conds in named.items()
     ]
     # the same source cell is predicted along each path: the path name keeps the cell names unique
@@ -288,6 +301,7 @@ def run_fit(args: argparse.Namespace) -> int:
         dose_key=args.dose_key,
         couple_within=args.couple_within,
         predict_mode=args.predict_mode,
+        calibrate=args.calibrate,
         **_training_kwargs(args),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

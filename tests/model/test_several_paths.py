@@ -65,6 +65,30 @@ def test_a_combination_never_trained_on_is_composed_from_its_components(panel):
     assert pred.uns["trajvi_predict"]["params"]["path"] == ""  # a composition, not a trained path
 
 
+def test_a_calibrated_combination_adds_its_components_misses_never_its_own_cells(panel, tmp_path):
+    from trajvi.model._calibration import log_normalized, shift_counts
+
+    model, adata = panel
+    control = _cells(adata, "control")
+    query = {"source": "control", "mode": "transfer"}
+    plain = model.predict(target=HELD_OUT, indices=control[:20], **query)
+    calibrated = model.predict(target=HELD_OUT, indices=control[:20], calibrate=True, **query)
+    # the held-out cells are in the AnnData but phase 2 did not use them: the components' misses stand in
+    assert calibrated.uns["trajvi_predict"]["params"]["calibrated_on"] == ["all x P0", "all x P1"]
+
+    def miss(component):
+        predicted = model.predict(target=component, indices=control, **query)
+        real = log_normalized(adata.X[_cells(adata, component)].toarray()).mean(axis=0)
+        return real - log_normalized(predicted.X.toarray()).mean(axis=0)
+
+    expected = shift_counts(plain.X.toarray(), miss("P0") + miss("P1"))
+    np.testing.assert_allclose(calibrated.X.toarray(), expected, rtol=1e-4, atol=1e-4)
+    model.save(tmp_path / "m", overwrite=True)  # the cells phase 2 used are saved with the model
+    loaded = trajvi.TrajVI.load(tmp_path / "m", adata=adata)
+    again = loaded.predict(target=HELD_OUT, indices=control[:20], calibrate=True, **query)
+    np.testing.assert_allclose(again.X.toarray(), calibrated.X.toarray(), rtol=1e-5, atol=1e-5)
+
+
 def test_the_dose_scales_the_effect_and_unseen_doses_can_be_asked_for(panel):
     model, adata = panel
     high = _cells(adata, "P2", 2.0)
@@ -100,6 +124,9 @@ def test_a_perturbation_never_trained_on_is_placed_by_its_features(panel, tmp_pa
     assert np.isfinite(_energy(model, adata, target="P3+P7")(truth))
     with pytest.raises(ValueError, match=r"perturbation_features has no row for \['P9'\]"):
         model.predict(source="control", target="P9")
+    # placed by its features, but nothing measured to calibrate against
+    with pytest.raises(ValueError, match=r"needs real cells of target='P7' among the cells phase 2 used"):
+        model.predict(source="control", target=UNSEEN, calibrate=True)
 
 
 def test_paths_survive_save_and_load(panel, tmp_path):

@@ -63,6 +63,48 @@ def test_transferred_cells_are_closer_to_the_truth_than_the_sources(perturbation
     assert before.obs.equals(adata.obs) and before.obsm.keys() == adata.obsm.keys()
 
 
+def test_calibrated_predictions_add_the_mean_miss_of_the_groups_with_a_known_truth(perturbation):
+    from trajvi.model._calibration import log_normalized, shift_counts
+
+    model, adata, *_ = perturbation
+    before = adata.copy()
+    sources = _held_out_sources(adata)
+    query = {"source": "control", "target": "stimulated", "mode": "transfer"}
+    plain = model.predict(indices=sources, **query)
+    calibrated = model.predict(indices=sources, calibrate=True, **query)
+    others = sorted(set(adata.obs["cell_type"]) - {HELD_OUT})
+    params = calibrated.uns["trajvi_predict"]["params"]
+    assert params["calibrate"] and params["calibrated_on"] == [f"{g} x stimulated" for g in others]
+    condition = adata.obs["condition"].to_numpy()
+
+    def cells(group, label):
+        return np.flatnonzero(((adata.obs["cell_type"] == group).to_numpy()) & (condition == label))
+
+    def miss(group):  # real mean minus predicted mean, in log1p(CP10k), for one group with real stimulated cells
+        predicted = model.predict(indices=cells(group, "control"), **query)
+        real = log_normalized(adata.X[cells(group, "stimulated")].toarray()).mean(axis=0)
+        return real - log_normalized(predicted.X.toarray()).mean(axis=0)
+
+    # the held-out cell type has no stimulated cells: it borrows the mean miss of the others
+    expected = shift_counts(plain.X.toarray(), np.mean([miss(g) for g in others], axis=0))
+    np.testing.assert_allclose(calibrated.X.toarray(), expected, rtol=1e-4, atol=1e-4)
+    # a cell type with stimulated cells gets its own miss: its predicted mean moves onto the real one
+    own = cells(others[0], "control")
+    real = log_normalized(adata.X[cells(others[0], "stimulated")].toarray()).mean(axis=0)
+    errors = [
+        np.abs(log_normalized(model.predict(indices=own, calibrate=c, **query).X.toarray()).mean(axis=0) - real).mean()
+        for c in (False, True)
+    ]
+    assert errors[1] < 0.5 * errors[0], errors
+    sampled = model.predict(source="control", target="stimulated", indices=sources[:10], n_samples=2, calibrate=True)
+    assert sampled.n_obs == 20 and sampled.X.min() >= 0
+    with pytest.raises(ValueError, match="give target"):
+        model.predict(source="control", t_span=(0.0, 1.0), calibrate=True)
+    with pytest.raises(ValueError, match="no dose"):
+        model.predict(source="control", target="stimulated", dose=2.0, calibrate=True)
+    assert before.obs.equals(adata.obs) and before.obsm.keys() == adata.obsm.keys()
+
+
 def test_validation_chose_a_penalty_and_history_has_phase2(perturbation):
     model, *_ = perturbation
     assert model.residual_penalty_ in (0.0, 1.0, 10.0, 1e4)

@@ -86,6 +86,7 @@ class TrajectoryMixin:
         self.trajectory_times_: list[float] | None = None
         self.residual_penalty_: float | None = None
         self.couple_within_: str | None = None
+        self.trajectory_cells_: np.ndarray | None = None
         self.trajectory_validation_: dict[str, dict[str, float]] | None = None
         self.trajectory_timing_: dict[str, float] | None = None
         # "source->target" -> TransportMap.to_dict() of every trained segment (plain data, so saves stay loadable)
@@ -425,6 +426,7 @@ class TrajectoryMixin:
         self.trajectory_times_ = fit.paths.times[first]
         self.residual_penalty_ = fit.residual_penalty
         self.couple_within_ = couple_within
+        self.trajectory_cells_ = keep  # the cells phase 2 used (calibrated predictions compare with these only)
         self.trajectory_validation_ = fit.validation
         self.trajectory_timing_ = fit.timing
         self.transport_maps_ = {key: tmap.to_dict() for key, tmap in fit.maps.items()}

@@ -1,0 +1,152 @@
+"""Calibrated predictions: the field's mean miss on the trained cases a prediction is built from, added back.
+
+A latent path carries the changes the count model can express in its latent; part of a perturbation's
+gene-level effect (a weak shift of a few genes, or a change the decoder smooths) is not among them. That part
+can be measured where the truth is known: the same query (``source`` to ``target``) is run on the cells of
+every group of ``couple_within`` that has real ``target`` cells among the cells phase 2 used, and its mean
+``log1p(CP10k)`` expression is compared with the real cells' (the *miss*). ``predict(calibrate=True)`` adds to
+each predicted cell, in that space, the miss of its own group when its group has real target cells, else the
+mean miss over the groups that do (a cell type whose response is held out borrows the other cell types'); a
+combination never seen (``"A+B"``) adds the sum of its components' misses, each from the cell's group when it
+has that component, else the mean over groups. The field still decides what differs between cells and between
+groups; the miss only corrects what the latent cannot hold, the way the mean-shift and additive baselines use the
+measured shifts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trajvi._constants import REGISTRY_KEYS
+from trajvi.data._blocks import read_rows
+from trajvi.trajectory import components_of
+
+from ._transfer import TARGET_SUM, _log_normalized
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ._inference import InferenceMixin
+
+
+def log_normalized(counts: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
+    """``log1p(CP10k)`` of a count matrix (rows are cells)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return _log_normalized(counts, counts.sum(axis=1, keepdims=True), target_sum)
+
+
+def mean_log_normalized(matrix: Any, rows: np.ndarray | None = None, *, chunk: int = 4096) -> np.ndarray:
+    """Mean ``log1p(CP10k)`` expression of ``rows`` of ``matrix`` (all rows by default), read ``chunk`` rows at once."""
+    rows = np.arange(matrix.shape[0]) if rows is None else np.asarray(rows)
+    total = np.zeros(matrix.shape[1])
+    for i in range(0, len(rows), chunk):
+        total += log_normalized(read_rows(matrix, rows[i : i + chunk])).sum(axis=0)
+    return total / max(len(rows), 1)
+
+
+def shift_counts(counts: np.ndarray, shift: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
+    """Counts moved by ``shift`` in ``log1p(CP10k)`` space (clipped at zero), back with each cell's library."""
+    counts = np.asarray(counts, dtype=np.float64)
+    library = counts.sum(axis=1, keepdims=True)
+    moved = np.maximum(_log_normalized(counts, library, target_sum) + shift, 0.0)
+    return (np.expm1(moved) * library / target_sum).astype(np.float32)
+
+
+class Calibration:
+    """The misses of one prediction query on the model's own cells, by group (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        The trained model (the cells its phase 2 used are the real cells compared with).
+    source
+        The condition the prediction starts from.
+    path
+        The trained path to follow, or ``None``.
+    predict_kwargs
+        What :meth:`~trajvi.TrajVI.predict` was called with (mode, samples, integration), reused for the misses.
+    """
+
+    def __init__(self, model: InferenceMixin, source: str, path: str | None, predict_kwargs: dict[str, Any]) -> None:
+        self.model = model
+        self.source = source
+        self.path = path
+        self.kwargs = predict_kwargs
+        key = model.couple_within_
+        adata = model.adata
+        self.groups = (
+            np.full(adata.n_obs, "all", dtype=object)
+            if key is None
+            else adata.obs[key].astype(str).to_numpy(dtype=object)
+        )
+        labels = np.asarray(model.conditions, dtype=object)[model.get_condition_codes()]
+        used = getattr(model, "trajectory_cells_", None)  # None: saved before trajvi recorded it (all cells)
+        self.labels = labels if used is None else np.where(np.asarray(used, dtype=bool), labels, None)
+        self.used: list[str] = []
+
+    def _has(self, condition: str) -> bool:
+        """Whether phase 2 used any cell of ``condition``."""
+        return bool(np.any(self.labels == condition))
+
+    def _misses(self, target: str) -> dict[str, np.ndarray]:
+        """Miss of the query ``source -> target`` in every group with cells of both conditions."""
+        model = self.model
+        counts = model.get_from_registry(model.adata, REGISTRY_KEYS.X_KEY)
+        out: dict[str, np.ndarray] = {}
+        for group in sorted(set(self.groups[self.labels == target])):
+            in_group = self.groups == group
+            start = np.flatnonzero(in_group & (self.labels == self.source))
+            real = np.flatnonzero(in_group & (self.labels == target))
+            if len(start) == 0 or len(real) == 0:
+                continue
+            predicted = model.predict(
+                source=self.source, target=target, path=self.path, indices=start.tolist(), **self.kwargs
+            )
+            out[group] = mean_log_normalized(counts, real) - mean_log_normalized(predicted.X)
+            self.used.append(f"{group} x {target}")
+        return out
+
+    def shifts(self, target: str, cell_groups: np.ndarray) -> np.ndarray:
+        """``(n_cells, n_genes)`` shift of each predicted cell (by its group) in ``log1p(CP10k)`` space."""
+        if self._has(target):
+            parts = [target]
+        else:
+            delimiter = self.model.combination_delimiter_
+            parts = components_of(target, delimiter)
+            missing = [p for p in parts if not self._has(p)]
+            if len(parts) < 2 or missing:
+                msg = (
+                    f"calibrate=True needs real cells of target={target!r} among the cells phase 2 used, or, for "
+                    f"a combination, of each of its components (none for {missing or [target]}); predict without "
+                    "calibration."
+                )
+                raise ValueError(msg)
+        total = np.zeros((len(cell_groups), self.model.summary_stats.n_vars))
+        for part in parts:
+            misses = self._misses(part)
+            if not misses:
+                msg = (
+                    f"calibrate=True: no group has cells of both {self.source!r} and "
+                    f"{part!r}, so the field's miss on {part!r} cannot be measured; predict without calibration."
+                )
+                raise ValueError(msg)
+            fallback = np.mean(list(misses.values()), axis=0)
+            for group in set(cell_groups):
+                total[cell_groups == group] += misses.get(group, fallback)
+        return total
+
+
+def cell_groups(model: InferenceMixin, adata: AnnData, idx: np.ndarray) -> np.ndarray:
+    """The ``couple_within`` group of the predicted cells (``"all"`` without groups)."""
+    key = model.couple_within_
+    if key is None:
+        return np.full(len(idx), "all", dtype=object)
+    if key not in adata.obs:
+        msg = (
+            f"calibrate=True reads each cell's group from obs[{key!r}] (the couple_within of the last "
+            "train_trajectories), which this AnnData does not have; add the column or predict without calibration."
+        )
+        raise ValueError(msg)
+    return adata.obs[key].astype(str).to_numpy(dtype=object)[idx]
