@@ -378,13 +378,16 @@ def predict_trajvi_transfer(split: HeldOutSplit) -> Prediction:
     return split.extra[key]
 
 
-def _calibrated(split: HeldOutSplit, mode: str) -> Prediction:
+def _calibrated(split: HeldOutSplit, mode: str, *, shrink: bool = True) -> Prediction:
     """``predict(calibrate=True)`` on the model ``trajvi`` fitted: the prediction plus the field's mean miss.
 
     The miss is measured on the trained (group, perturbation) pairs the prediction is built from (the other groups
     for a held-out single perturbation, the held-out group's components for a combination); see
-    :mod:`trajvi.model._calibration`.
+    :mod:`trajvi.model._calibration`. ``shrink=False`` (an ablation, not a trajvi option) adds the misses as
+    measured, without shrinking each gene's miss by its standard error.
     """
+    from trajvi.model import _calibration
+
     control = split.panel.control
     conditions = sorted(set(split.train.obs[split.panel.condition_key].astype(str)) - {control})
     key = f"model:{len(conditions)}"
@@ -393,9 +396,15 @@ def _calibrated(split: HeldOutSplit, mode: str) -> Prediction:
     model = split.extra[key]
     idx = model.adata.obs_names.get_indexer(split.sources.obs_names)
     n = 1 if mode == "transfer" else split.n_samples
-    pred = model.predict(
-        source=control, target=split.perturbation, indices=idx, n_steps=50, mode=mode, n_samples=n, calibrate=True
-    )
+    kept = _calibration.shrink
+    if not shrink:
+        _calibration.shrink = lambda miss, noise: miss
+    try:
+        pred = model.predict(
+            source=control, target=split.perturbation, indices=idx, n_steps=50, mode=mode, n_samples=n, calibrate=True
+        )
+    finally:
+        _calibration.shrink = kept
     sample = pred.obs["sample"].to_numpy()
     x = pred.X.toarray()
     info = {"mode": mode, "calibrated_on": list(pred.uns["trajvi_predict"]["params"]["calibrated_on"])}
@@ -405,6 +414,7 @@ def _calibrated(split: HeldOutSplit, mode: str) -> Prediction:
 METHODS: dict[str, Callable[[HeldOutSplit], Prediction]] = {
     "trajvi_calibrated": lambda split: _calibrated(split, "sample"),
     "trajvi_transfer_calibrated": lambda split: _calibrated(split, "transfer"),
+    "trajvi_transfer_calibrated_unshrunk": lambda split: _calibrated(split, "transfer", shrink=False),
     "control": predict_control,
     "mean_shift": predict_mean_shift,
     "additive": predict_additive,

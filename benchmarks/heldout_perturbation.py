@@ -2,8 +2,9 @@
 
 One (group, perturbation) pair is held out (see ``_heldout.py`` for the protocol and the metrics); every method
 runs in this process on the same split: the controls unchanged, the mean log shift from the other groups, the
-additive baseline for combinations, scVI latent arithmetic, trajvi with one field over every path, and trajvi on
-the held-out path alone.
+additive baseline for combinations, scVI latent arithmetic, trajvi with one field over every path (sampled,
+``trajvi``; transferred, ``trajvi_transfer``; each also calibrated, ``trajvi_calibrated`` and
+``trajvi_transfer_calibrated``: ``predict(calibrate=True)``), and trajvi on the held-out path alone.
 
 Usage::
 

@@ -11,6 +11,12 @@ combination never seen (``"A+B"``) adds the sum of its components' misses, each 
 has that component, else the mean over groups. The field still decides what differs between cells and between
 groups; the miss only corrects what the latent cannot hold, the way the mean-shift and additive baselines use the
 measured shifts.
+
+A miss is measured on a few dozen to a few hundred cells, so each gene's miss carries sampling noise; added over
+thousands of genes, that noise alone moves the predicted cells (a knockout without effect: the unshrunk misses
+took its prediction from 0.028 to 0.067 in energy distance against 0.033 for the unchanged controls). Each gene's
+miss is therefore shrunk by its standard error (:func:`shrink`): nothing within two standard errors, nearly all of
+a miss far beyond them.
 """
 
 from __future__ import annotations
@@ -37,13 +43,38 @@ def log_normalized(counts: np.ndarray, target_sum: float = TARGET_SUM) -> np.nda
     return _log_normalized(counts, counts.sum(axis=1, keepdims=True), target_sum)
 
 
-def mean_log_normalized(matrix: Any, rows: np.ndarray | None = None, *, chunk: int = 4096) -> np.ndarray:
-    """Mean ``log1p(CP10k)`` expression of ``rows`` of ``matrix`` (all rows by default), read ``chunk`` rows at once."""
+def log_normalized_moments(matrix: Any, rows: np.ndarray | None = None, *, chunk: int = 4096) -> tuple[np.ndarray, ...]:
+    """Per gene: mean and variance of the mean of ``log1p(CP10k)`` over ``rows`` of ``matrix``, read in chunks.
+
+    Returns ``(mean, variance_of_the_mean)``; the second is the squared standard error (the cells' variance over
+    their number), the sampling noise of the mean.
+    """
     rows = np.arange(matrix.shape[0]) if rows is None else np.asarray(rows)
-    total = np.zeros(matrix.shape[1])
-    for i in range(0, len(rows), chunk):
-        total += log_normalized(read_rows(matrix, rows[i : i + chunk])).sum(axis=0)
-    return total / max(len(rows), 1)
+    n = len(rows)
+    total, squares = np.zeros(matrix.shape[1]), np.zeros(matrix.shape[1])
+    for i in range(0, n, chunk):
+        values = log_normalized(read_rows(matrix, rows[i : i + chunk]))
+        total += values.sum(axis=0)
+        squares += np.square(values).sum(axis=0)
+    mean = total / max(n, 1)
+    variance = np.maximum(squares / max(n, 1) - np.square(mean), 0.0) * n / max(n - 1, 1)
+    return mean, variance / max(n, 1)
+
+
+#: Standard errors a gene's miss must exceed before any of it is added (about a two-sided 5% test per gene).
+NOISE_LEVEL = 2.0
+
+
+def shrink(miss: np.ndarray, noise: np.ndarray, level: float = NOISE_LEVEL) -> np.ndarray:
+    """``miss`` shrunk gene by gene towards zero by its noise: ``miss * max(0, 1 - level**2 * noise / miss**2)``.
+
+    ``noise`` is the squared standard error of each gene's miss. A gene whose miss is within ``level`` standard
+    errors gets none of it, one at twice that gets three quarters, one far beyond nearly all: the misses of a
+    perturbation without effect (two samples of the same cells) add almost nothing, while a systematic miss is kept.
+    """
+    squared = np.square(miss)
+    factor = np.divide(level**2 * noise, squared, out=np.full_like(miss, np.inf), where=squared > 0)
+    return miss * np.maximum(0.0, 1.0 - factor)
 
 
 def shift_counts(counts: np.ndarray, shift: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
@@ -104,7 +135,9 @@ class Calibration:
             predicted = model.predict(
                 source=self.source, target=target, path=self.path, indices=start.tolist(), **self.kwargs
             )
-            out[group] = mean_log_normalized(counts, real) - mean_log_normalized(predicted.X)
+            real_mean, real_noise = log_normalized_moments(counts, real)
+            predicted_mean, predicted_noise = log_normalized_moments(predicted.X)
+            out[group] = shrink(real_mean - predicted_mean, real_noise + predicted_noise)
             self.used.append(f"{group} x {target}")
         return out
 
