@@ -80,13 +80,16 @@ def test_calibrated_predictions_add_the_mean_miss_of_the_groups_with_a_known_tru
     def cells(group, label):
         return np.flatnonzero(((adata.obs["cell_type"] == group).to_numpy()) & (condition == label))
 
-    def miss(group):  # real mean minus predicted mean in log1p(CP10k), shrunk by its noise, for one group
+    def miss(group):  # real mean minus predicted mean in log1p(CP10k), and its squared standard error
         predicted = log_normalized_moments(model.predict(indices=cells(group, "control"), **query).X)
         real = log_normalized_moments(adata.X, cells(group, "stimulated"))
-        return shrink(real[0] - predicted[0], real[1] + predicted[1])
+        return real[0] - predicted[0], real[1] + predicted[1]
 
-    # the held-out cell type has no stimulated cells: it borrows the mean miss of the others
-    expected = shift_counts(plain.X.toarray(), np.mean([miss(g) for g in others], axis=0))
+    # the held-out cell type has no stimulated cells: it borrows the mean miss of the others, shrunk by its error
+    misses = [miss(g) for g in others]
+    mean = np.mean([m for m, _ in misses], axis=0)
+    noise = np.sum([v for _, v in misses], axis=0) / len(misses) ** 2
+    expected = shift_counts(plain.X.toarray(), shrink(mean, noise))
     np.testing.assert_allclose(calibrated.X.toarray(), expected, rtol=1e-4, atol=1e-4)
     # a cell type with stimulated cells gets its own miss: its predicted mean moves onto the real one
     own = cells(others[0], "control")

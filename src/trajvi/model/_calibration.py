@@ -15,8 +15,9 @@ measured shifts.
 A miss is measured on a few dozen to a few hundred cells, so each gene's miss carries sampling noise; added over
 thousands of genes, that noise alone moves the predicted cells (a knockout without effect: the unshrunk misses
 took its prediction from 0.028 to 0.067 in energy distance against 0.033 for the unchanged controls). Each gene's
-miss is therefore shrunk by its standard error (:func:`shrink`): nothing within two standard errors, nearly all of
-a miss far beyond them.
+miss is therefore shrunk by its standard error (:func:`shrink`; a mean over groups by the smaller error of a mean,
+a combination's sum by the error of the sum): nothing within two standard errors, nearly all of a miss far beyond
+them.
 """
 
 from __future__ import annotations
@@ -121,11 +122,11 @@ class Calibration:
         """Whether phase 2 used any cell of ``condition``."""
         return bool(np.any(self.labels == condition))
 
-    def _misses(self, target: str) -> dict[str, np.ndarray]:
-        """Miss of the query ``source -> target`` in every group with cells of both conditions."""
+    def _misses(self, target: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Miss of the query ``source -> target`` and its squared standard error, in every group with both."""
         model = self.model
         counts = model.get_from_registry(model.adata, REGISTRY_KEYS.X_KEY)
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for group in sorted(set(self.groups[self.labels == target])):
             in_group = self.groups == group
             start = np.flatnonzero(in_group & (self.labels == self.source))
@@ -137,12 +138,16 @@ class Calibration:
             )
             real_mean, real_noise = log_normalized_moments(counts, real)
             predicted_mean, predicted_noise = log_normalized_moments(predicted.X)
-            out[group] = shrink(real_mean - predicted_mean, real_noise + predicted_noise)
+            out[group] = (real_mean - predicted_mean, real_noise + predicted_noise)
             self.used.append(f"{group} x {target}")
         return out
 
     def shifts(self, target: str, cell_groups: np.ndarray) -> np.ndarray:
-        """``(n_cells, n_genes)`` shift of each predicted cell (by its group) in ``log1p(CP10k)`` space."""
+        """``(n_cells, n_genes)`` shift of each predicted cell (by its group) in ``log1p(CP10k)`` space.
+
+        The miss a group's cells get (its own, or the mean over the groups with real target cells, summed over a
+        combination's components) is shrunk once, by the standard error of that estimate.
+        """
         if self._has(target):
             parts = [target]
         else:
@@ -156,7 +161,10 @@ class Calibration:
                     "calibration."
                 )
                 raise ValueError(msg)
-        total = np.zeros((len(cell_groups), self.model.summary_stats.n_vars))
+        n_genes = self.model.summary_stats.n_vars
+        groups = sorted(set(cell_groups))
+        miss = {g: np.zeros(n_genes) for g in groups}
+        noise = {g: np.zeros(n_genes) for g in groups}
         for part in parts:
             misses = self._misses(part)
             if not misses:
@@ -165,9 +173,18 @@ class Calibration:
                     f"{part!r}, so the field's miss on {part!r} cannot be measured; predict without calibration."
                 )
                 raise ValueError(msg)
-            fallback = np.mean(list(misses.values()), axis=0)
-            for group in set(cell_groups):
-                total[cell_groups == group] += misses.get(group, fallback)
+            n = len(misses)
+            fallback = (
+                np.mean([m for m, _ in misses.values()], axis=0),
+                np.sum([v for _, v in misses.values()], axis=0) / n**2,  # the noise of a mean of n estimates
+            )
+            for g in groups:
+                m, v = misses.get(g, fallback)
+                miss[g] += m
+                noise[g] += v
+        total = np.zeros((len(cell_groups), n_genes))
+        for g in groups:
+            total[cell_groups == g] = shrink(miss[g], noise[g])
         return total
 
 
