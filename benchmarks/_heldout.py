@@ -378,13 +378,20 @@ def predict_trajvi_transfer(split: HeldOutSplit) -> Prediction:
     return split.extra[key]
 
 
-def _calibrated(split: HeldOutSplit, mode: str, *, shrink: bool = True) -> Prediction:
+def _shrink_whole(miss: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Ablation: one James-Stein factor for the whole miss vector, ``max(0, 1 - sum(noise) / sum(miss**2))``."""
+    energy = float(np.square(miss).sum())
+    return miss * max(0.0, 1.0 - float(noise.sum()) / energy) if energy > 0 else miss
+
+
+def _calibrated(split: HeldOutSplit, mode: str, *, shrink: str = "default") -> Prediction:
     """``predict(calibrate=True)`` on the model ``trajvi`` fitted: the prediction plus the field's mean miss.
 
     The miss is measured on the trained (group, perturbation) pairs the prediction is built from (the other groups
     for a held-out single perturbation, the held-out group's components for a combination); see
-    :mod:`trajvi.model._calibration`. ``shrink=False`` (an ablation, not a trajvi option) adds the misses as
-    measured, without shrinking each gene's miss by its standard error.
+    :mod:`trajvi.model._calibration`. ``shrink`` (ablations, not trajvi options): ``"default"`` trajvi's rule;
+    ``"none"`` the misses as measured; ``"gene1"`` per gene at one standard error instead of two; ``"whole"`` one
+    James-Stein factor for the whole vector (:func:`_shrink_whole`).
     """
     from trajvi.model import _calibration
 
@@ -397,8 +404,13 @@ def _calibrated(split: HeldOutSplit, mode: str, *, shrink: bool = True) -> Predi
     idx = model.adata.obs_names.get_indexer(split.sources.obs_names)
     n = 1 if mode == "transfer" else split.n_samples
     kept = _calibration.shrink
-    if not shrink:
-        _calibration.shrink = lambda miss, noise: miss
+    rules = {
+        "default": kept,
+        "none": lambda miss, noise: miss,
+        "gene1": lambda miss, noise: kept(miss, noise, level=1.0),
+        "whole": _shrink_whole,
+    }
+    _calibration.shrink = rules[shrink]
     try:
         pred = model.predict(
             source=control, target=split.perturbation, indices=idx, n_steps=50, mode=mode, n_samples=n, calibrate=True
@@ -414,7 +426,9 @@ def _calibrated(split: HeldOutSplit, mode: str, *, shrink: bool = True) -> Predi
 METHODS: dict[str, Callable[[HeldOutSplit], Prediction]] = {
     "trajvi_calibrated": lambda split: _calibrated(split, "sample"),
     "trajvi_transfer_calibrated": lambda split: _calibrated(split, "transfer"),
-    "trajvi_transfer_calibrated_unshrunk": lambda split: _calibrated(split, "transfer", shrink=False),
+    "trajvi_transfer_calibrated_unshrunk": lambda split: _calibrated(split, "transfer", shrink="none"),
+    "trajvi_transfer_calibrated_gene1": lambda split: _calibrated(split, "transfer", shrink="gene1"),
+    "trajvi_transfer_calibrated_whole": lambda split: _calibrated(split, "transfer", shrink="whole"),
     "control": predict_control,
     "mean_shift": predict_mean_shift,
     "additive": predict_additive,
