@@ -466,7 +466,7 @@ class InferenceMixin(TrajectoryMixin):
             the truth is known: the real ``target`` cells of the cell's own group of ``couple_within`` against
             the model's prediction (same ``mode``) from that group's ``source`` cells, or the mean miss over the
             groups with real ``target`` cells when the cell's group has none; for a combination never seen, the
-            sum of its components' misses; each gene's miss shrunk by its standard error, nothing within two
+            sum of its components' misses; each gene's miss shrunk by its standard error, nothing within one
             (:mod:`trajvi.model._calibration`). It corrects the part of an effect
             the latent cannot hold (weak gene-level shifts). Needs ``target`` (not ``t_span``), no ``dose``, and
             real cells of the target (or of each component) among the cells phase 2 used. ``X`` then holds float
