@@ -378,20 +378,13 @@ def predict_trajvi_transfer(split: HeldOutSplit) -> Prediction:
     return split.extra[key]
 
 
-def _shrink_whole(miss: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Ablation: one James-Stein factor for the whole miss vector, ``max(0, 1 - sum(noise) / sum(miss**2))``."""
-    energy = float(np.square(miss).sum())
-    return miss * max(0.0, 1.0 - float(noise.sum()) / energy) if energy > 0 else miss
-
-
-def _calibrated(split: HeldOutSplit, mode: str, *, shrink: str = "default") -> Prediction:
+def _calibrated(split: HeldOutSplit, mode: str, *, rule: str | None = None) -> Prediction:
     """``predict(calibrate=True)`` on the model ``trajvi`` fitted: the prediction plus the field's mean miss.
 
     The miss is measured on the trained (group, perturbation) pairs the prediction is built from (the other groups
     for a held-out single perturbation, the held-out group's components for a combination); see
-    :mod:`trajvi.model._calibration`. ``shrink`` (ablations, not trajvi options): ``"default"`` trajvi's rule;
-    ``"none"`` the misses as measured; ``"gene1"`` per gene at one standard error instead of two; ``"whole"`` one
-    James-Stein factor for the whole vector (:func:`_shrink_whole`).
+    :mod:`trajvi.model._calibration`. ``rule`` (an ablation, not a trajvi option) forces one shrinkage rule of
+    ``SHRINKAGE_RULES`` (``"none"``, ``"per_gene"``, ``"whole"``) instead of trajvi's split-half choice.
     """
     from trajvi.model import _calibration
 
@@ -403,32 +396,27 @@ def _calibrated(split: HeldOutSplit, mode: str, *, shrink: str = "default") -> P
     model = split.extra[key]
     idx = model.adata.obs_names.get_indexer(split.sources.obs_names)
     n = 1 if mode == "transfer" else split.n_samples
-    kept = _calibration.shrink
-    rules = {
-        "default": kept,
-        "none": lambda miss, noise: miss,
-        "gene1": lambda miss, noise: kept(miss, noise, level=1.0),
-        "whole": _shrink_whole,
-    }
-    _calibration.shrink = rules[shrink]
+    rules = _calibration.SHRINKAGE_RULES
+    _calibration.SHRINKAGE_RULES = rules if rule is None else {rule: rules[rule]}
     try:
         pred = model.predict(
             source=control, target=split.perturbation, indices=idx, n_steps=50, mode=mode, n_samples=n, calibrate=True
         )
     finally:
-        _calibration.shrink = kept
+        _calibration.SHRINKAGE_RULES = rules
     sample = pred.obs["sample"].to_numpy()
     x = pred.X.toarray()
-    info = {"mode": mode, "calibrated_on": list(pred.uns["trajvi_predict"]["params"]["calibrated_on"])}
+    params = pred.uns["trajvi_predict"]["params"]
+    info = {"mode": mode, "calibrated_on": list(params["calibrated_on"]), "shrinkage": params["calibration_shrinkage"]}
     return Prediction(counts=[x[sample == s] for s in range(n)], info=info)
 
 
 METHODS: dict[str, Callable[[HeldOutSplit], Prediction]] = {
     "trajvi_calibrated": lambda split: _calibrated(split, "sample"),
     "trajvi_transfer_calibrated": lambda split: _calibrated(split, "transfer"),
-    "trajvi_transfer_calibrated_unshrunk": lambda split: _calibrated(split, "transfer", shrink="none"),
-    "trajvi_transfer_calibrated_gene1": lambda split: _calibrated(split, "transfer", shrink="gene1"),
-    "trajvi_transfer_calibrated_whole": lambda split: _calibrated(split, "transfer", shrink="whole"),
+    "trajvi_transfer_calibrated_unshrunk": lambda split: _calibrated(split, "transfer", rule="none"),
+    "trajvi_transfer_calibrated_gene1": lambda split: _calibrated(split, "transfer", rule="per_gene"),
+    "trajvi_transfer_calibrated_whole": lambda split: _calibrated(split, "transfer", rule="whole"),
     "control": predict_control,
     "mean_shift": predict_mean_shift,
     "additive": predict_additive,

@@ -3,7 +3,16 @@
 import numpy as np
 from scipy import sparse
 
-from trajvi.model._calibration import log_normalized, log_normalized_moments, shift_counts, shrink
+from trajvi.model._calibration import (
+    SHRINKAGE_RULES,
+    Calibration,
+    _Miss,
+    log_normalized,
+    log_normalized_moments,
+    shift_counts,
+    shrink,
+    shrink_whole,
+)
 from trajvi.model._transfer import TARGET_SUM
 
 
@@ -55,3 +64,37 @@ def test_shifted_counts_keep_the_library_and_clip_at_zero():
     np.testing.assert_allclose(np.log1p(moved / counts.sum() * TARGET_SUM), expected, rtol=1e-5)
     assert moved[0, 2] == 0 and moved[0, 1] > 0
     np.testing.assert_allclose(shift_counts(counts, np.zeros(4)), counts, rtol=1e-5)
+
+
+def _two_halves(rng, rates, effect, n_real=80, n_pred=120):
+    """Real cells (rates moved by ``effect``) and predicted ones (the rates), as a miss with its two halves."""
+    real = rng.poisson(rates * effect, size=(n_real, len(rates))).astype(np.float32)
+    pred = rng.poisson(rates, size=(n_pred, len(rates))).astype(np.float32)
+
+    def miss(r, p):
+        (mr, vr), (mp, vp) = log_normalized_moments(r), log_normalized_moments(p)
+        return mr - mp, vr + vp
+
+    return _Miss(miss(real, pred), (miss(real[::2], pred[::2]), miss(real[1::2], pred[1::2])))
+
+
+def test_the_rule_is_chosen_by_split_half_validation():
+    rng = np.random.default_rng(2)
+    rates = rng.gamma(0.5, 2.0, size=400)
+    chooser = Calibration.__new__(Calibration)  # only _choose is exercised: no model needed
+    null = _two_halves(rng, rates, np.ones(400))
+    assert chooser._choose({"all": null}, {"all": 10}) != "none"  # noise does not replicate across halves
+    assert set(chooser.losses) == set(SHRINKAGE_RULES)
+    effect = np.ones(400)
+    effect[np.argsort(rates)[-200:]] = rng.choice([0.25, 4.0], size=200)  # a strong effect on many genes
+    strong = _two_halves(rng, rates, effect)
+    # genes moved up and down by different amounts: one factor for all fits worse than one per gene
+    assert chooser._choose({"all": strong}, {"all": 10}) == "per_gene", chooser.losses
+    without = _Miss(null.full, None)
+    assert chooser._choose({"all": without}, {"all": 10}) == "per_gene" and chooser.losses == {}
+
+
+def test_one_factor_for_the_whole_vector_keeps_its_shape():
+    miss = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(shrink_whole(miss, np.full(3, 0.1)), miss * (1 - 0.3 / 5.25))
+    np.testing.assert_allclose(shrink_whole(miss, np.full(3, 10.0)), 0.0)

@@ -66,7 +66,7 @@ def test_a_combination_never_trained_on_is_composed_from_its_components(panel):
 
 
 def test_a_calibrated_combination_adds_its_components_misses_never_its_own_cells(panel, tmp_path):
-    from trajvi.model._calibration import log_normalized_moments, shift_counts, shrink
+    from trajvi.model._calibration import SHRINKAGE_RULES, log_normalized_moments, shift_counts
 
     model, adata = panel
     control = _cells(adata, "control")
@@ -82,7 +82,8 @@ def test_a_calibrated_combination_adds_its_components_misses_never_its_own_cells
         return real[0] - predicted[0], real[1] + predicted[1]
 
     (m0, v0), (m1, v1) = miss("P0"), miss("P1")
-    expected = shift_counts(plain.X.toarray(), shrink(m0 + m1, v0 + v1))  # the sum shrunk by the error of the sum
+    rule = SHRINKAGE_RULES[calibrated.uns["trajvi_predict"]["params"]["calibration_shrinkage"]["rule"]]
+    expected = shift_counts(plain.X.toarray(), rule(m0 + m1, v0 + v1))  # the sum shrunk by the error of the sum
     np.testing.assert_allclose(calibrated.X.toarray(), expected, rtol=1e-4, atol=1e-4)
     model.save(tmp_path / "m", overwrite=True)  # the cells phase 2 used are saved with the model
     loaded = trajvi.TrajVI.load(tmp_path / "m", adata=adata)

@@ -64,7 +64,7 @@ def test_transferred_cells_are_closer_to_the_truth_than_the_sources(perturbation
 
 
 def test_calibrated_predictions_add_the_mean_miss_of_the_groups_with_a_known_truth(perturbation):
-    from trajvi.model._calibration import log_normalized, log_normalized_moments, shift_counts, shrink
+    from trajvi.model._calibration import SHRINKAGE_RULES, log_normalized, log_normalized_moments, shift_counts
 
     model, adata, *_ = perturbation
     before = adata.copy()
@@ -89,7 +89,10 @@ def test_calibrated_predictions_add_the_mean_miss_of_the_groups_with_a_known_tru
     misses = [miss(g) for g in others]
     mean = np.mean([m for m, _ in misses], axis=0)
     noise = np.sum([v for _, v in misses], axis=0) / len(misses) ** 2
-    expected = shift_counts(plain.X.toarray(), shrink(mean, noise))
+    shrinkage = params["calibration_shrinkage"]
+    assert set(shrinkage["validation_loss"]) == set(SHRINKAGE_RULES)
+    assert shrinkage["rule"] == min(shrinkage["validation_loss"], key=shrinkage["validation_loss"].get)
+    expected = shift_counts(plain.X.toarray(), SHRINKAGE_RULES[shrinkage["rule"]](mean, noise))
     np.testing.assert_allclose(calibrated.X.toarray(), expected, rtol=1e-4, atol=1e-4)
     # a cell type with stimulated cells gets its own miss: its predicted mean moves onto the real one
     own = cells(others[0], "control")

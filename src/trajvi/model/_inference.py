@@ -466,8 +466,9 @@ class InferenceMixin(TrajectoryMixin):
             the truth is known: the real ``target`` cells of the cell's own group of ``couple_within`` against
             the model's prediction (same ``mode``) from that group's ``source`` cells, or the mean miss over the
             groups with real ``target`` cells when the cell's group has none; for a combination never seen, the
-            sum of its components' misses; each gene's miss shrunk by its standard error, nothing within one
-            (:mod:`trajvi.model._calibration`). It corrects the part of an effect
+            sum of its components' misses; shrunk towards zero by its standard error, with the rule (none, per
+            gene, or one factor for all genes) that validates best on split halves of the cells
+            (:mod:`trajvi.model._calibration`; the rule and its losses in ``uns``). It corrects the part of an effect
             the latent cannot hold (weak gene-level shifts). Needs ``target`` (not ``t_span``), no ``dose``, and
             real cells of the target (or of each component) among the cells phase 2 used. ``X`` then holds float
             values; ``layers[layer_key]`` keeps the model's own means.
@@ -539,6 +540,7 @@ class InferenceMixin(TrajectoryMixin):
                 dist = NegativeBinomial(mu=means.clamp_min(1e-12), theta=self.module.theta)
                 samples = [dist.sample().cpu().numpy().astype(np.float32) for _ in range(int(n_samples))]
         calibrated_on: list[str] = []
+        shrinkage: dict[str, Any] = {}
         if calibrate:
             assert result.target is not None  # checked above
             settings = {"mode": mode, "n_samples": n_samples, "n_steps": n_steps, "method": method}
@@ -546,6 +548,7 @@ class InferenceMixin(TrajectoryMixin):
             shift = calibration.shifts(result.target, cell_groups(self, adata, idx))
             samples = [shift_counts(s, shift) for s in samples]
             calibrated_on = calibration.used
+            shrinkage = {"rule": calibration.rule, "validation_loss": calibration.losses}
         mean_np = means.cpu().numpy().astype(np.float32)
         label = result.target if result.target is not None else f"t={t_end:g}"
         source_obs = adata.obs.iloc[idx]
@@ -581,6 +584,7 @@ class InferenceMixin(TrajectoryMixin):
                 "mode": mode,
                 "calibrate": bool(calibrate),
                 "calibrated_on": calibrated_on,
+                "calibration_shrinkage": shrinkage,
             }
         }
         return out
