@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
-    from ._inference import InferenceMixin
-
 
 def log_normalized(counts: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
     """``log1p(CP10k)`` of a count matrix (rows are cells)."""
@@ -161,7 +159,8 @@ class Calibration:
     Parameters
     ----------
     model
-        The trained model (the cells its phase 2 used are the real cells compared with).
+        The trained :class:`~trajvi.TrajVI` (typed loosely: this module is imported by the class it serves). The cells
+        its phase 2 used are the real cells compared with.
     source
         The condition the prediction starts from.
     path
@@ -170,7 +169,7 @@ class Calibration:
         What :meth:`~trajvi.TrajVI.predict` was called with (mode, samples, integration), reused for the misses.
     """
 
-    def __init__(self, model: InferenceMixin, source: str, path: str | None, predict_kwargs: dict[str, Any]) -> None:
+    def __init__(self, model: Any, source: str, path: str | None, predict_kwargs: dict[str, Any]) -> None:
         self.model = model
         self.source = source
         self.path = path
@@ -287,7 +286,7 @@ class Calibration:
         return total
 
 
-def cell_groups(model: InferenceMixin, adata: AnnData, idx: np.ndarray) -> np.ndarray:
+def cell_groups(model: Any, adata: AnnData, idx: np.ndarray) -> np.ndarray:
     """The ``couple_within`` group of the predicted cells (``"all"`` without groups)."""
     key = model.couple_within_
     if key is None:
