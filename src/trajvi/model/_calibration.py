@@ -14,9 +14,8 @@ measured shifts.
 
 A miss is measured on a few dozen to a few hundred cells, so each gene's miss carries sampling noise; added over
 thousands of genes, that noise alone moves the predicted cells (a knockout without effect: the unshrunk misses
-took its prediction from 0.028 to 0.073 in energy distance against 0.033 for the unchanged controls; shrunk, 0.031).
-Each gene's
-miss is therefore shrunk towards zero by its standard error (a mean over groups by the smaller error of a mean, a
+took its prediction from 0.028 to 0.073 in energy distance against 0.033 for the unchanged controls). The miss is
+therefore shrunk towards zero by its standard error (a mean over groups by the smaller error of a mean, a
 combination's sum by the error of the sum). How depends on the data: gene by gene (:func:`shrink`, right when a
 few genes carry a large miss and the rest none) or one factor for all genes (:func:`shrink_whole`, James-Stein,
 right when a small miss is spread over many genes); on real data each won where the other lost. The rule is chosen
