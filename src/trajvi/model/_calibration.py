@@ -37,18 +37,14 @@ from trajvi._constants import REGISTRY_KEYS
 from trajvi.data._blocks import read_rows
 from trajvi.trajectory import components_of
 
-from ._transfer import TARGET_SUM, _log_normalized
+from ._transfer import log_normalized, shift_counts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from anndata import AnnData
 
-
-def log_normalized(counts: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
-    """``log1p(CP10k)`` of a count matrix (rows are cells)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return _log_normalized(counts, counts.sum(axis=1, keepdims=True), target_sum)
+__all__ = ["SHRINKAGE_RULES", "Calibration", "cell_groups", "log_normalized", "log_normalized_moments", "shift_counts"]
 
 
 def log_normalized_moments(matrix: Any, rows: np.ndarray | None = None, *, chunk: int = 4096) -> tuple[np.ndarray, ...]:
@@ -142,14 +138,6 @@ def _halves(n: int, rng: np.random.Generator) -> np.ndarray | None:
     first = np.zeros(n, dtype=bool)
     first[rng.permutation(n)[: n // 2]] = True
     return first
-
-
-def shift_counts(counts: np.ndarray, shift: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
-    """Counts moved by ``shift`` in ``log1p(CP10k)`` space (clipped at zero), back with each cell's library."""
-    counts = np.asarray(counts, dtype=np.float64)
-    library = counts.sum(axis=1, keepdims=True)
-    moved = np.maximum(_log_normalized(counts, library, target_sum) + shift, 0.0)
-    return (np.expm1(moved) * library / target_sum).astype(np.float32)
 
 
 class Calibration:

@@ -17,11 +17,11 @@ from trajvi._types import INTEGRATORS, PREDICT_MODES, check_option
 from trajvi.data._blocks import read_rows, row_sums
 from trajvi.dynamics import simulate, time_grid
 
-from ._calibration import Calibration, cell_groups, shift_counts
+from ._calibration import Calibration, cell_groups
 from ._cells import cell_positions
 from ._routes import Route, resolve_route
 from ._trajectories import TrajectoryMixin
-from ._transfer import transfer_expression
+from ._transfer import shift_counts, transfer_expression
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence

@@ -24,6 +24,20 @@ def _log_normalized(x: np.ndarray, totals: np.ndarray, target_sum: float) -> np.
     return np.log1p(x * scale)
 
 
+def log_normalized(counts: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
+    """``log1p(CP10k)`` of a count matrix (rows are cells)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return _log_normalized(counts, counts.sum(axis=1, keepdims=True), target_sum)
+
+
+def shift_counts(counts: np.ndarray, shift: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
+    """Counts moved by ``shift`` in ``log1p(CP10k)`` space (clipped at zero), back with each cell's library."""
+    counts = np.asarray(counts, dtype=np.float64)
+    library = counts.sum(axis=1, keepdims=True)
+    moved = np.maximum(_log_normalized(counts, library, target_sum) + shift, 0.0)
+    return (np.expm1(moved) * library / target_sum).astype(np.float32)
+
+
 def transfer_expression(
     counts: np.ndarray, start_means: np.ndarray, end_means: np.ndarray, *, target_sum: float = TARGET_SUM
 ) -> np.ndarray:
@@ -44,12 +58,5 @@ def transfer_expression(
     ``delta`` is ``log1p(CP10k(end_means)) - log1p(CP10k(start_means))`` and ``library`` the cell's total count.
     A cell without counts stays without counts.
     """
-    counts = np.asarray(counts, dtype=np.float64)
-    start = np.asarray(start_means, dtype=np.float64)
-    end = np.asarray(end_means, dtype=np.float64)
-    library = counts.sum(axis=1, keepdims=True)
-    delta = _log_normalized(end, end.sum(axis=1, keepdims=True), target_sum) - _log_normalized(
-        start, start.sum(axis=1, keepdims=True), target_sum
-    )
-    moved = np.maximum(_log_normalized(counts, library, target_sum) + delta, 0.0)
-    return (np.expm1(moved) * library / target_sum).astype(np.float32)
+    delta = log_normalized(end_means, target_sum) - log_normalized(start_means, target_sum)
+    return shift_counts(counts, delta, target_sum)
