@@ -14,6 +14,8 @@ a user could run inside the training data would choose better. For one held-out 
   the rest, shrunk by the rule; scored as squared error of the mean over genes (``sq``), the same in 50 PCs of
   the training cells (``pc``), and the energy distance of that group's shifted transferred cells to its real
   ones in those PCs (``energy``);
+- ``fit_score``: :meth:`~trajvi.TrajVI.score_held_out_groups` of the fit (the mean over the other groups of the
+  energy distance above, with the rule trajvi chooses), the score that ranks fits of the same data;
 - ``logo_refit``: the same with phase 2 refit without the left-out group's cells of the perturbation (residual
   penalty fixed at the chosen one), so that its miss is that of a response the field never saw, as for the
   held-out pair.
@@ -166,6 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
     query = {"source": control, "target": split.perturbation, "indices": sources, "n_steps": 50, "mode": "transfer"}
     plain = _dense(model.predict(**query).X)
     chosen = model.predict(**query, calibrate=True).uns["trajvi_predict"]["params"]["calibration_shrinkage"]
+    scores = model.score_held_out_groups(source=control, target=split.perturbation, n_steps=50)
+    fit_score = {"mean": float(scores["energy"].mean()), "rule": scores.attrs["rule"], "groups": scores.to_dict()}
+    log(f"score_held_out_groups: mean energy {fit_score['mean']:.3f} (rule {fit_score['rule']})")
     groups = _Groups(split)
     misses, predicted = groups.misses(model)
     mean = np.mean([m for m, _ in misses.values()], axis=0)
@@ -239,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         "logo_trained": trained,
         "logo_refit": refit,
         "chosen": choices,
+        "fit_score": fit_score,
         "best_on_truth": best,
         "versions": _common.versions(),
     }

@@ -111,6 +111,50 @@ def test_calibrated_predictions_add_the_mean_miss_of_the_groups_with_a_known_tru
     assert before.obs.equals(adata.obs) and before.obsm.keys() == adata.obsm.keys()
 
 
+def test_held_out_group_scores_calibrate_each_group_with_the_others_misses(perturbation, monkeypatch):
+    from sklearn.decomposition import PCA
+
+    from trajvi.metrics import energy_distance_unbiased
+    from trajvi.model._calibration import SHRINKAGE_RULES, log_normalized, log_normalized_moments, shift_counts
+
+    model, adata, _, _ = perturbation
+    before = adata.obs.copy()
+    scores = model.score_held_out_groups(source="control", target="stimulated", n_comps=10)
+    others = sorted(set(adata.obs["cell_type"]) - {HELD_OUT})  # the held-out type has no stimulated cells
+    assert sorted(scores.index) == others
+    assert scores.attrs["rule"] in SHRINKAGE_RULES
+    condition = adata.obs["condition"].to_numpy()
+
+    def cells(group, label):
+        return np.flatnonzero(((adata.obs["cell_type"] == group).to_numpy()) & (condition == label))
+
+    query = {"source": "control", "target": "stimulated", "mode": "transfer"}
+    predicted = {g: model.predict(indices=cells(g, "control"), **query).X.toarray() for g in others}
+    misses = {}
+    for g in others:
+        real, pred = log_normalized_moments(adata.X, cells(g, "stimulated")), log_normalized_moments(predicted[g])
+        misses[g] = (real[0] - pred[0], real[1] + pred[1])
+    pca = PCA(n_components=10, svd_solver="full").fit(log_normalized(adata.X.toarray()))
+    for g in others:  # each group gets the mean miss of the others, as a group without stimulated cells would
+        rest = [misses[h] for h in others if h != g]
+        mean = np.mean([m for m, _ in rest], axis=0)
+        noise = np.sum([v for _, v in rest], axis=0) / len(rest) ** 2
+        shifted = shift_counts(predicted[g], SHRINKAGE_RULES[scores.attrs["rule"]](mean, noise))
+        real = pca.transform(log_normalized(adata.X[cells(g, "stimulated")].toarray()))
+        energy = energy_distance_unbiased(pca.transform(log_normalized(shifted)), real, max_cells=None)
+        np.testing.assert_allclose(scores.loc[g, "energy"], energy, rtol=1e-3, atol=1e-4)
+        plain = energy_distance_unbiased(pca.transform(log_normalized(predicted[g])), real, max_cells=None)
+        np.testing.assert_allclose(scores.loc[g, "energy_uncalibrated"], plain, rtol=1e-3, atol=1e-4)
+        assert scores.loc[g, "n_source"] == len(cells(g, "control"))
+        assert scores.loc[g, "n_target"] == len(cells(g, "stimulated"))
+    assert adata.obs.equals(before)
+    with pytest.raises(ValueError, match="no cells among the cells phase 2 used"):
+        model.score_held_out_groups(source="control", target="unknown")
+    monkeypatch.setattr(model, "couple_within_", None)
+    with pytest.raises(ValueError, match="couple_within"):
+        model.score_held_out_groups(source="control", target="stimulated")
+
+
 def test_validation_chose_a_penalty_and_history_has_phase2(perturbation):
     model, *_ = perturbation
     assert model.residual_penalty_ in (0.0, 1.0, 10.0, 1e4)

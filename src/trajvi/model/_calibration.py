@@ -180,8 +180,11 @@ class Calibration:
         """Whether phase 2 used any cell of ``condition``."""
         return bool(np.any(self.labels == condition))
 
-    def _misses(self, target: str) -> dict[str, _Miss]:
-        """Miss of the query ``source -> target`` and its squared standard error, in every group with both."""
+    def _misses(self, target: str, keep: dict[str, Any] | None = None) -> dict[str, _Miss]:
+        """Miss of the query ``source -> target`` and its squared standard error, in every group with both.
+
+        ``keep``, when given, receives per group the predicted counts and the rows of the real target cells.
+        """
         model = self.model
         counts = model.get_from_registry(model.adata, REGISTRY_KEYS.X_KEY)
         out: dict[str, _Miss] = {}
@@ -210,6 +213,8 @@ class Calibration:
                     pairs.append((r_mean - p_mean, r_noise + p_noise))
                 halves = (pairs[0], pairs[1])
             out[group] = _Miss(full, halves)
+            if keep is not None:
+                keep[group] = (predicted.X, real)
             self.used.append(f"{group} x {target}")
         return out
 

@@ -34,6 +34,7 @@ from trajvi.train._device_data import DEFAULT_MAX_DENSE_BYTES
 
 from ._compat import check_categories, check_genes, read_saved
 from ._fates import FateMixin
+from ._group_scores import GroupScoresMixin
 from ._likelihood import LikelihoodMixin
 from ._query import QueryMixin
 
@@ -49,7 +50,7 @@ def _trains_on_gpu(accelerator: str) -> bool:
     return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
-class TrajVI(QueryMixin, FateMixin, LikelihoodMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TrajVI(QueryMixin, FateMixin, GroupScoresMixin, LikelihoodMixin, RNASeqMixin, VAEMixin, BaseModelClass):
     """Learn how single cells move between conditions, from raw counts.
 
     Phase 1 (:meth:`train`) fits a negative-binomial VAE whose decoder attends over learned gene
