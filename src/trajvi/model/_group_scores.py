@@ -28,18 +28,18 @@ if TYPE_CHECKING:
     from trajvi._types import Integrator, PredictMode
 
 #: Cells the principal components are fit on, at most (a random subset of the cells phase 2 used).
-PCA_CELLS = 10_000
+PCA_CELLS = 5_000
 
 
-def _components(counts: Any, rows: np.ndarray, n_comps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and the top ``n_comps`` principal axes of ``log1p(CP10k)`` over (a random subset of) ``rows``."""
+def _components(counts: Any, rows: np.ndarray, n_comps: int, seed: int) -> Any:
+    """A PCA (scikit-learn) of ``log1p(CP10k)`` over ``rows`` (at most :data:`PCA_CELLS` of them, drawn at random)."""
+    from sklearn.decomposition import PCA
+
     rng = np.random.default_rng(seed)
     if len(rows) > PCA_CELLS:
         rows = np.sort(rng.choice(rows, PCA_CELLS, replace=False))
-    values = log_normalized(read_rows(counts, rows)).astype(np.float64)
-    mean = values.mean(axis=0)
-    _, _, axes = np.linalg.svd(values - mean, full_matrices=False)
-    return mean, axes[: min(n_comps, axes.shape[0])]
+    values = log_normalized(read_rows(counts, rows))
+    return PCA(n_components=min(n_comps, *values.shape), random_state=seed).fit(values)
 
 
 class GroupScoresMixin:
@@ -72,8 +72,8 @@ class GroupScoresMixin:
         the mean miss of the *other* groups, as a group without real ``target`` cells would be; the rule that
         shrinks it is the one :meth:`predict` chooses for such borrowed misses (split halves of the cells). Each
         group's score is the energy distance of its calibrated prediction to its real ``target`` cells in the top
-        ``n_comps`` principal components of ``log1p(CP10k)`` of the cells phase 2 used (at most 10,000 of them,
-        drawn with ``seed``).
+        ``n_comps`` principal components of ``log1p(CP10k)`` of the cells phase 2 used (at most 5,000 of them,
+        drawn with ``seed``; scikit-learn's PCA).
 
         The field was trained on every group scored, so the scores are not the error of a group never measured;
         they rank fits of the same data (phase-1 seeds, settings): lower is better. Compare fits by the mean of
@@ -88,7 +88,7 @@ class GroupScoresMixin:
         n_comps
             Principal components the energy distance is measured in.
         seed
-            Seed of the cells the components are fit on, when there are more than 10,000.
+            Seed of the cells the components are fit on (when there are more than 5,000) and of the PCA's solver.
 
         Returns
         -------
@@ -127,10 +127,10 @@ class GroupScoresMixin:
         rule = SHRINKAGE_RULES[rule_name]
         counts = self.get_from_registry(self.adata, REGISTRY_KEYS.X_KEY)
         used = np.flatnonzero(pd.notna(calibration.labels))  # None marks cells phase 2 did not use
-        centre, axes = _components(counts, used, n_comps, seed)
+        pca = _components(counts, used, n_comps, seed)
 
         def project(values: np.ndarray) -> np.ndarray:
-            return (log_normalized(values) - centre) @ axes.T
+            return pca.transform(log_normalized(values))
 
         rows = []
         for group, (predicted, real_rows) in kept.items():
