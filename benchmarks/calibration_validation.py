@@ -187,36 +187,31 @@ def main(argv: list[str] | None = None) -> dict:
     for g in groups.names:
         _add(trained, groups.losses(g, misses, predicted), len(groups.names))
     log(f"fit and leave-one-group-out on the fitted field: {time.perf_counter() - t0:.0f}s")
-    refit: dict[str, dict[str, float]] = {}
     paths = [[control, c] for c in conditions]
+
+    def refit(seed: int, indices: np.ndarray | None = None) -> None:
+        """Phase 2 again on the same phase 1, the residual penalty fixed at the one chosen."""
+        scvi.settings.seed = seed
+        model.train_trajectories(
+            paths,
+            couple_within=panel.group_key,
+            combination_delimiter=panel.delimiter,
+            max_epochs=args.max_epochs,
+            residual_penalty=penalty,
+            indices=None if indices is None else indices.tolist(),
+            seed=seed,
+            enable_progress_bar=False,
+        )
+
+    refit_losses: dict[str, dict[str, float]] = {}
     for g in groups.names:
-        keep = np.flatnonzero(~((groups.group == g) & (groups.label == split.perturbation)))
-        scvi.settings.seed = args.seed
-        model.train_trajectories(
-            paths,
-            couple_within=panel.group_key,
-            combination_delimiter=panel.delimiter,
-            max_epochs=args.max_epochs,
-            residual_penalty=penalty,
-            indices=keep.tolist(),
-            seed=args.seed,
-            enable_progress_bar=False,
-        )
+        refit(args.seed, np.flatnonzero(~((groups.group == g) & (groups.label == split.perturbation))))
         refit_misses, refit_predicted = groups.misses(model)
-        _add(refit, groups.losses(g, refit_misses, refit_predicted), len(groups.names))
+        _add(refit_losses, groups.losses(g, refit_misses, refit_predicted), len(groups.names))
         log(f"  refit without {g} x {split.perturbation}: done ({time.perf_counter() - t0:.0f}s)")
-    phase2_seeds = []  # the same phase 1, phase 2 refit on every training cell with other seeds (penalty fixed)
+    phase2_seeds = []  # the same phase 1, phase 2 refit on every training cell with other seeds
     for phase2_seed in range(args.phase2_seeds):
-        scvi.settings.seed = phase2_seed
-        model.train_trajectories(
-            paths,
-            couple_within=panel.group_key,
-            combination_delimiter=panel.delimiter,
-            max_epochs=args.max_epochs,
-            residual_penalty=penalty,
-            seed=phase2_seed,
-            enable_progress_bar=False,
-        )
+        refit(phase2_seed)
         calibrated = _dense(model.predict(**query, calibrate=True).X)
         truth_scores = evaluation.score(Prediction(counts=[calibrated], info={}))
         kept = {k: truth_scores[k] for k in ("pcc_delta_deg", "energy", "r2_all")}
@@ -227,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         row: dict[str, Any] = {"rule": name, **{f"truth_{k}": v for k, v in truth[name].items()}}
         row["split_halves"] = chosen["validation_loss"].get(name)
         row.update({f"trained_{k}": trained[name][k] for k in CRITERIA})
-        row.update({f"refit_{k}": refit[name][k] for k in CRITERIA})
+        row.update({f"refit_{k}": refit_losses[name][k] for k in CRITERIA})
         rows.append(row)
     columns = [
         ("rule", "rule", ""),
@@ -240,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(format_table(rows, columns))
     choices = {"split_halves": chosen["rule"]}
-    for kind, losses in (("logo_trained", trained), ("logo_refit", refit)):
+    for kind, losses in (("logo_trained", trained), ("logo_refit", refit_losses)):
         for k in CRITERIA:
             choices[f"{kind}_{k}"] = min(losses, key=lambda name, k=k, losses=losses: losses[name][k])
     best = {
@@ -263,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         "truth": truth,
         "split_halves": chosen,
         "logo_trained": trained,
-        "logo_refit": refit,
+        "logo_refit": refit_losses,
         "chosen": choices,
         "fit_score": fit_score,
         "phase2_seeds": phase2_seeds,
