@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Cells the principal components are fit on, at most (a random subset of the cells phase 2 used).
 PCA_CELLS = 5_000
+#: Cells of each side an energy distance is computed on, at most (drawn at random; its cost is quadratic).
+MAX_CELLS = 2_000
 
 
 def _components(counts: Any, rows: np.ndarray, n_comps: int, seed: int) -> Any:
@@ -73,7 +75,7 @@ class GroupScoresMixin:
         shrinks it is the one :meth:`predict` chooses for such borrowed misses (split halves of the cells). Each
         group's score is the energy distance of its calibrated prediction to its real ``target`` cells in the top
         ``n_comps`` principal components of ``log1p(CP10k)`` of the cells phase 2 used (at most 5,000 of them,
-        drawn with ``seed``; scikit-learn's PCA).
+        drawn with ``seed``; scikit-learn's PCA), on at most 2,000 cells of each side.
 
         The field was trained on every group scored, so the scores are not the error of a group never measured;
         they rank fits of the same data (phase-1 seeds, settings): lower is better. Compare fits by the mean of
@@ -88,7 +90,8 @@ class GroupScoresMixin:
         n_comps
             Principal components the energy distance is measured in.
         seed
-            Seed of the cells the components are fit on (when there are more than 5,000) and of the PCA's solver.
+            Seed of the cells the components and the distances are computed on (when there are more) and of the
+            PCA's solver.
 
         Returns
         -------
@@ -140,8 +143,10 @@ class GroupScoresMixin:
             rows.append(
                 {
                     "group": group,
-                    "energy": energy_distance_unbiased(project(calibrated), real, max_cells=None),
-                    "energy_uncalibrated": energy_distance_unbiased(project(predicted_counts), real, max_cells=None),
+                    "energy": energy_distance_unbiased(project(calibrated), real, max_cells=MAX_CELLS, seed=seed),
+                    "energy_uncalibrated": energy_distance_unbiased(
+                        project(predicted_counts), real, max_cells=MAX_CELLS, seed=seed
+                    ),
                     "n_source": int(predicted_counts.shape[0]),
                     "n_target": len(real_rows),
                 }
