@@ -15,7 +15,7 @@ from ._settings import settings
 
 if TYPE_CHECKING:
     from . import data, datasets, diagnostics, metrics, pl, tl
-    from .model import TrajVI
+    from .model import TrajVI, predict_ensemble
 
 try:
     __version__ = version("trajvi")
@@ -30,6 +30,7 @@ _LAZY = {
     "diagnostics": ".diagnostics",
     "metrics": ".metrics",
     "pl": ".pl",
+    "predict_ensemble": ".model",
     "tl": ".tl",
 }
 
@@ -42,6 +43,7 @@ __all__ = [
     "logger",
     "metrics",
     "pl",
+    "predict_ensemble",
     "settings",
     "tl",
 ]
