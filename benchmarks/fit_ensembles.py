@@ -44,8 +44,6 @@ KEPT = ("pcc_delta_deg", "energy", "r2_all", "pcc_delta_all")
 
 def _fit(adata: Any, panel: _heldout.Panel, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """One fit: its calibrated transferred prediction (log-normalised like real cells) and its in-data score."""
-    import scvi
-
     split = _heldout.make_split(
         adata, panel, args.group, args.perturbation, seed=seed, n_samples=1, max_epochs=args.max_epochs
     )
@@ -54,15 +52,7 @@ def _fit(adata: Any, panel: _heldout.Panel, args: argparse.Namespace, seed: int)
     _heldout._PHASE1.clear()
     control = panel.control
     conditions = sorted(set(split.train.obs[panel.condition_key].astype(str)) - {control})
-    scvi.settings.seed = seed
-    model.train_trajectories(
-        [[control, c] for c in conditions],
-        couple_within=panel.group_key,
-        combination_delimiter=panel.delimiter,
-        max_epochs=args.max_epochs,
-        seed=seed,
-        enable_progress_bar=False,
-    )
+    _heldout.train_field(split, model, [[control, c] for c in conditions])
     idx = model.adata.obs_names.get_indexer(split.sources.obs_names)
     pred = model.predict(
         source=control, target=args.perturbation, indices=idx, n_steps=50, mode="transfer", calibrate=True
