@@ -20,7 +20,7 @@ from trajvi._constants import ADATA_KEYS, REGISTRY_KEYS
 from trajvi._logging import logger
 from trajvi.data._blocks import read_rows
 
-from ._transfer import TARGET_SUM
+from ._transfer import TARGET_SUM, _log_normalized
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,12 +35,6 @@ __all__ = ["predict_ensemble"]
 
 #: obs column of :func:`predict_ensemble`'s AnnData: how much the fits disagree on each predicted cell.
 SPREAD_COLUMN = "ensemble_sd"
-
-
-def _moved_log(counts: np.ndarray, library: np.ndarray) -> np.ndarray:
-    """The ``log1p(CP10k)`` expression a transferred cell was moved to (the inverse of ``shift_counts``)."""
-    scale = np.divide(TARGET_SUM, library, out=np.zeros_like(library), where=library > 0)
-    return np.log1p(np.asarray(counts, dtype=np.float64) * scale)
 
 
 def predict_ensemble(
@@ -124,19 +118,18 @@ def predict_ensemble(
     registered = models[0]._validate_anndata(adata)
     counts = models[0].get_from_registry(registered, REGISTRY_KEYS.X_KEY)
     library = read_rows(counts, registered.obs_names.get_indexer(cells)).astype(np.float64).sum(axis=1, keepdims=True)
-    moved = _moved_log(first.X.toarray(), library)
-    total, squares = moved.copy(), np.square(moved)
-    means = np.asarray(first.layers[layer_key], dtype=np.float64)
-    rules = [first.uns[ADATA_KEYS.PREDICT_UNS]["params"]["calibration_shrinkage"].get("rule")]
-    for i, model in enumerate(models[1:], start=1):
-        pred = model.predict(adata, mode="transfer", **query)
+    # each prediction's log1p(CP10k) with the source cell's library: where the cell was moved (shift_counts inverted)
+    total, squares, means = np.zeros(first.shape), np.zeros(first.shape), np.zeros(first.shape)
+    rules = []
+    for i, model in enumerate(models):
+        pred = first if i == 0 else model.predict(adata, mode="transfer", **query)
         if not np.array_equal(pred.obs[ADATA_KEYS.SOURCE_CELL].to_numpy(), cells):
             msg = (
                 f"model {i} predicted from other source cells than model 0 (their AnnData differ at these "
                 "indices); pass the AnnData that holds the source cells as adata=..."
             )
             raise ValueError(msg)
-        moved = _moved_log(pred.X.toarray(), library)
+        moved = _log_normalized(pred.X.toarray().astype(np.float64), library, TARGET_SUM)
         total += moved
         squares += np.square(moved)
         means += pred.layers[layer_key]
