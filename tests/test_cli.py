@@ -95,6 +95,36 @@ def test_fit_takes_several_paths_into_one_model(tmp_path):
     assert not np.allclose(predicted.X.toarray(), np.round(predicted.X.toarray()))  # moved, not sampled, counts
 
 
+def test_fit_averages_several_fits(tmp_path, capsys):
+    import anndata as ad
+
+    import trajvi
+
+    data = trajvi.data.synthetic(300, 30, n_cell_types=2, seed=3)
+    path = tmp_path / "in.h5ad"
+    data.write_h5ad(path)
+    out = tmp_path / "out.h5ad"
+    argv = ["fit", str(path), "--condition-key", "condition", "--path", "control", "stimulated", "--out", str(out)]
+    argv += ["--couple-within", "cell_type", "--epochs", "2", "--flow-epochs", "2", "--n-latent", "3"]
+    argv += ["--residual-penalty", "1", "--calibrate", "--seed", "4", "--n-fits", "2", "--no-progress"]
+    assert main(argv) == 0
+    assert "2 models in" in capsys.readouterr().out.strip().splitlines()[-1]
+    predicted = ad.read_h5ad(tmp_path / "out_predicted.h5ad")
+    params = predicted.uns["trajvi_predict"]["params"]
+    assert params["n_models"] == 2 and params["mode"] == "transfer" and len(params["calibration_rules"]) == 2
+    # the saved fits (seeds 4 and 5) averaged again give the written cells
+    written = ad.read_h5ad(out)
+    models = [trajvi.TrajVI.load(str(tmp_path / "out_model" / f"seed_{s}"), adata=written) for s in (4, 5)]
+    again = trajvi.predict_ensemble(models, written, source="control", target="stimulated", calibrate=True)
+    assert not np.allclose(models[0].get_latent_representation(), models[1].get_latent_representation())
+    np.testing.assert_allclose(predicted.X.toarray(), again.X.toarray(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(written.obsm["X_trajvi"], models[0].get_latent_representation(), atol=1e-5)
+    # sampled cells cannot be averaged: refused before reading the input or training
+    assert main([*argv, "--predict-mode", "sample", "--out", str(tmp_path / "o2.h5ad")]) == 2
+    assert "--predict-mode transfer" in _error_line(capsys)
+    assert not (tmp_path / "o2_model").exists()
+
+
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -119,9 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--predict-mode",
         choices=PREDICT_MODES,
-        default="sample",
-        help="predicted cells: NB samples of the decoded means (sample, default) or the measured source cells "
-        "moved by the decoded change (transfer)",
+        default=None,
+        help="predicted cells: NB samples of the decoded means (sample, the default for one fit) or the measured "
+        "source cells moved by the decoded change (transfer, the default and the only mode for --n-fits > 1)",
+    )
+    fit.add_argument(
+        "--n-fits",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="fit both phases N times (seeds SEED, SEED+1, ...) and average the transferred predictions "
+        "(trajvi.predict_ensemble); models go to DIR/seed_<seed> (default: 1)",
     )
     fit.add_argument(
         "--calibrate",
@@ -210,11 +218,14 @@ def _fit_and_write(
     accelerator: str = "auto",
     predict_mode: str = "sample",
     calibrate: bool = False,
-) -> tuple[Any, Any]:
-    """Both phases, then latent, trajectories and predictions; returns the model and the predicted cells.
+    n_fits: int = 1,
+) -> tuple[list[Any], Any]:
+    """Both phases, then latent, trajectories and predictions; returns the models and the predicted cells.
 
     With several paths, one field is trained on all; ``obsm`` gets the trajectories of the first path and the
-    predicted cells hold every path's end, predicted from its start.
+    predicted cells hold every path's end, predicted from its start. With ``n_fits > 1`` both phases are fitted
+    with seeds ``seed, seed + 1, ...`` on the same cells, the latent and trajectories written are the first fit's,
+    and each predicted cell is :func:`trajvi.predict_ensemble` of all fits (``predict_mode`` must be "transfer").
     """
     import anndata as ad
     import scvi
@@ -224,37 +235,39 @@ def _fit_and_write(
     from trajvi._runtime import quiet_fit
     from trajvi.trajectory import resolve_paths
 
-    with quiet_fit():  # Lightning's "Seed set to" line
-        scvi.settings.seed = seed
-    trajvi.TrajVI.setup_anndata(
-        adata, condition_key, layer=layer, batch_key=batch_key, time_key=time_key, dose_key=dose_key
-    )
-    model = trajvi.TrajVI(adata, n_latent=n_latent)
-    named = resolve_paths(paths, model.conditions)  # fail before training, not after it
-    logger.info("Phase 1: the count model, %d epochs.", epochs)
-    model.train(max_epochs=epochs, batch_size=batch_size, accelerator=accelerator, enable_progress_bar=progress)
-    shown = "; ".join(" -> ".join(p) for p in named.values())
-    logger.info("Phase 2: coupling %s and fitting the velocity field, %d epochs.", shown, flow_epochs)
-    model.train_trajectories(
-        named,
-        couple_within=couple_within,
-        ot_method=ot_method,
-        max_epochs=flow_epochs,
-        residual_penalty=residual_penalty,  # type: ignore[arg-type]  # "auto" or a float, checked by the parser
-        accelerator=accelerator,
-        enable_progress_bar=progress,
-    )
-    trajvi.tl.latent(adata, model)
-    first = next(iter(named))
-    trajvi.tl.trajectories(adata, model, source=named[first][0], path=first)
-    parts = [
-        model.predict(
-            source=conds[0],
-            target=conds[-1],
-            path=name,
-            mode=predict_mode,  # type: ignore[arg-type]  # the parser's choices
-            calibrate=calibrate,
+    models = []
+    for k in range(n_fits):
+        with quiet_fit():  # Lightning's "Seed set to" line
+            scvi.settings.seed = seed + k
+        trajvi.TrajVI.setup_anndata(
+            adata, condition_key, layer=layer, batch_key=batch_key, time_key=time_key, dose_key=dose_key
         )
+        model = trajvi.TrajVI(adata, n_latent=n_latent)
+        named = resolve_paths(paths, model.conditions)  # fail before training, not after it
+        if n_fits > 1:
+            logger.info("Fit %d of %d (seed %d).", k + 1, n_fits, seed + k)
+        logger.info("Phase 1: the count model, %d epochs.", epochs)
+        model.train(max_epochs=epochs, batch_size=batch_size, accelerator=accelerator, enable_progress_bar=progress)
+        shown = "; ".join(" -> ".join(p) for p in named.values())
+        logger.info("Phase 2: coupling %s and fitting the velocity field, %d epochs.", shown, flow_epochs)
+        model.train_trajectories(
+            named,
+            couple_within=couple_within,
+            ot_method=ot_method,
+            max_epochs=flow_epochs,
+            residual_penalty=residual_penalty,  # type: ignore[arg-type]  # "auto" or a float, checked by the parser
+            accelerator=accelerator,
+            enable_progress_bar=progress,
+        )
+        models.append(model)
+    trajvi.tl.latent(adata, models[0])
+    first = next(iter(named))
+    trajvi.tl.trajectories(adata, models[0], source=named[first][0], path=first)
+    mode: Any = predict_mode  # the parser's choices
+    parts = [
+        models[0].predict(source=conds[0], target=conds[-1], path=name, mode=mode, calibrate=calibrate)
+        if n_fits == 1
+        else trajvi.predict_ensemble(models, source=conds[0], target=conds[-1], path=name, calibrate=calibrate)
         for name, conds in named.items()
     ]
     # the same source cell is predicted along each path: the path name keeps the cell names unique
@@ -263,7 +276,7 @@ def _fit_and_write(
         if len(parts) == 1
         else ad.concat(parts, merge="same", uns_merge="first", keys=list(named), index_unique="-")
     )
-    return model, predicted
+    return models, predicted
 
 
 def _training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -285,13 +298,20 @@ def run_fit(args: argparse.Namespace) -> int:
     if any(len(path) < 2 for path in args.path):
         msg = "each --path needs at least two conditions, in order"
         raise CLIError(msg)
+    predict_mode = args.predict_mode or ("transfer" if args.n_fits > 1 else "sample")
+    if args.n_fits > 1 and predict_mode != "transfer":
+        msg = (
+            f"--n-fits {args.n_fits} averages transferred predictions (the same source cell moved by each fit); "
+            "sampled cells are random draws and cannot be averaged: use --predict-mode transfer, or --n-fits 1"
+        )
+        raise CLIError(msg)
     model_dir = args.save_model or args.out.with_name(args.out.stem + "_model")
     predicted_path = args.out.with_name(args.out.stem + "_predicted.h5ad")
     _check_output_file(args.out, "results")
     _check_output_file(predicted_path, "predicted cells")
     _check_writable_folder(model_dir, "model")
     adata = _read_h5ad(args.input)
-    model, predicted = _fit_and_write(
+    models, predicted = _fit_and_write(
         adata,
         condition_key=args.condition_key,
         paths=[list(p) for p in args.path],
@@ -300,16 +320,23 @@ def run_fit(args: argparse.Namespace) -> int:
         time_key=args.time_key,
         dose_key=args.dose_key,
         couple_within=args.couple_within,
-        predict_mode=args.predict_mode,
+        predict_mode=predict_mode,
         calibrate=args.calibrate,
+        n_fits=args.n_fits,
         **_training_kwargs(args),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(args.out)
     predicted.write_h5ad(predicted_path)
-    model.save(str(model_dir), overwrite=True, save_anndata=False)
+    if len(models) == 1:
+        models[0].save(str(model_dir), overwrite=True, save_anndata=False)
+        where = f"model in {model_dir}/"
+    else:
+        for k, model in enumerate(models):
+            model.save(str(model_dir / f"seed_{args.seed + k}"), overwrite=True, save_anndata=False)
+        where = f"{len(models)} models in {model_dir}/seed_*/"
     print(
-        f"trajvi fit: model in {model_dir}/; results in {args.out} (obsm X_trajvi, trajvi) and "
+        f"trajvi fit: {where}; results in {args.out} (obsm X_trajvi, trajvi) and "
         f"{predicted_path} ({predicted.n_obs} predicted cells)"
     )
     return 0
@@ -360,7 +387,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     logger.info("Simulating %d cells x %d genes (seed %d).", n_cells, n_genes, seed)
     adata = trajvi.data.synthetic(n_cells, n_genes, seed=seed)
-    model, predicted = _fit_and_write(
+    (model,), predicted = _fit_and_write(
         adata,
         condition_key="condition",
         paths=[["control", "stimulated"]],
