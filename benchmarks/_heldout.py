@@ -12,6 +12,10 @@ are normalised like real cells):
 - ``pcc_delta_deg`` / ``pcc_delta_all``: Pearson of (prediction mean - control mean) against (truth mean - control
   mean), over the top-100 DEGs / all genes (the controls are the sources);
 - ``energy``: unbiased energy distance in 50 principal components fit on every real cell of the file;
+- ``mean_distance``: Euclidean distance between the prediction's and the truth's mean in those components, and
+  ``energy_at_true_mean``: the energy distance once the prediction is moved to the truth's mean there (what of
+  ``energy`` is the cells' spread and shape rather than their mean; negative values are the unbiased estimator's
+  noise around zero);
 - ``deg_overlap``: fraction of the true top-100 DEGs among the predicted top-100.
 The DEGs are the 100 genes with the largest absolute Wilcoxon scores of the truth against the sources
 (``scanpy.tl.rank_genes_groups``); the predicted DEGs are the 100 genes whose predicted mean moves most from the
@@ -180,12 +184,17 @@ class Evaluation:
         delta_pred = pred_log.mean(axis=0) - control_mean
         delta_true = truth_log.mean(axis=0) - control_mean
         pred_degs = np.argsort(-np.abs(delta_pred), kind="stable")[: self.n_degs]
+        pred_pcs = self.pca.transform(pred_log)
         return {
             "r2_all": mean_r2(pred_log, truth_log),
             "r2_deg": mean_r2(pred_log, truth_log, deg_idx),
             "pcc_delta_deg": _pcc(delta_pred[deg_idx], delta_true[deg_idx]),
             "pcc_delta_all": _pcc(delta_pred, delta_true),
-            "energy": energy_distance(self.pca.transform(pred_log), truth_pcs),
+            "energy": energy_distance(pred_pcs, truth_pcs),
+            "mean_distance": float(np.linalg.norm(pred_pcs.mean(axis=0) - truth_pcs.mean(axis=0))),
+            "energy_at_true_mean": energy_distance(
+                pred_pcs - pred_pcs.mean(axis=0) + truth_pcs.mean(axis=0), truth_pcs
+            ),
             "deg_overlap": len(set(pred_degs) & set(deg_idx)) / len(deg_idx),
         }
 

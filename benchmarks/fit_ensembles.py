@@ -39,7 +39,7 @@ from _common import Prediction, format_table, log, write_json
 from _metrics import score_as_cells
 from heldout_perturbation import PANELS, load
 
-KEPT = ("pcc_delta_deg", "energy", "r2_all", "pcc_delta_all")
+KEPT = ("pcc_delta_deg", "energy", "r2_all", "pcc_delta_all", "mean_distance", "energy_at_true_mean")
 
 
 def _fit(adata: Any, panel: _heldout.Panel, args: argparse.Namespace, seed: int) -> dict[str, Any]:
