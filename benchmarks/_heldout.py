@@ -38,6 +38,7 @@ from sklearn.decomposition import PCA
 
 from _common import Prediction, log
 from _metrics import energy_distance, log_normalize, mean_r2, score_as_cells
+from trajvi import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -152,12 +153,6 @@ def top_degs(control_log: np.ndarray, other_log: np.ndarray, n: int = 100) -> np
     return names[order[:n]]
 
 
-def _pcc(a: np.ndarray, b: np.ndarray) -> float:
-    if np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 @dataclass
 class Evaluation:
     """Scoring context of one split (built once per run)."""
@@ -180,22 +175,18 @@ class Evaluation:
         return cls(truth_log, control_log, deg_idx, pca, pca.transform(truth_log), n_degs)
 
     def _scores(self, pred_log: np.ndarray, truth_log: np.ndarray, truth_pcs: np.ndarray, deg_idx: np.ndarray) -> dict:
-        control_mean = self.control_log.mean(axis=0)
-        delta_pred = pred_log.mean(axis=0) - control_mean
-        delta_true = truth_log.mean(axis=0) - control_mean
-        pred_degs = np.argsort(-np.abs(delta_pred), kind="stable")[: self.n_degs]
         pred_pcs = self.pca.transform(pred_log)
         return {
             "r2_all": mean_r2(pred_log, truth_log),
             "r2_deg": mean_r2(pred_log, truth_log, deg_idx),
-            "pcc_delta_deg": _pcc(delta_pred[deg_idx], delta_true[deg_idx]),
-            "pcc_delta_all": _pcc(delta_pred, delta_true),
+            "pcc_delta_deg": metrics.pcc_delta(pred_log, truth_log, self.control_log, deg_idx),
+            "pcc_delta_all": metrics.pcc_delta(pred_log, truth_log, self.control_log),
             "energy": energy_distance(pred_pcs, truth_pcs),
             "mean_distance": float(np.linalg.norm(pred_pcs.mean(axis=0) - truth_pcs.mean(axis=0))),
             "energy_at_true_mean": energy_distance(
                 pred_pcs - pred_pcs.mean(axis=0) + truth_pcs.mean(axis=0), truth_pcs
             ),
-            "deg_overlap": len(set(pred_degs) & set(deg_idx)) / len(deg_idx),
+            "deg_overlap": metrics.deg_overlap(pred_log, self.control_log, deg_idx),
         }
 
     def score(self, prediction: Prediction) -> dict[str, float]:

@@ -74,6 +74,33 @@ def test_r2_helpers():
     assert np.isnan(metrics.mean_r2(np.ones((3, 4)), true[:, :4]))
 
 
+def test_pcc_delta_is_the_signed_correlation_of_the_changes():
+    rng = np.random.default_rng(5)
+    ctrl = rng.normal(size=(40, 30))
+    shift = rng.normal(size=30)
+    true = ctrl + shift
+    noisy = ctrl + shift + 0.8 * rng.normal(size=30)
+    genes = np.arange(0, 30, 2)
+    r = metrics.pcc_delta(noisy, true, ctrl, genes)
+    assert 0 < r < 1
+    assert r**2 == pytest.approx(metrics.lfc_r2(noisy, true, ctrl, genes))
+    assert metrics.pcc_delta(ctrl - shift, true, ctrl) == pytest.approx(-1.0)  # the opposite change
+    assert metrics.pcc_delta(2 * shift + ctrl, true, ctrl) == pytest.approx(1.0)  # the size does not count
+    assert np.isnan(metrics.pcc_delta(ctrl, true, ctrl))  # no predicted change
+
+
+def test_deg_overlap_counts_the_true_degs_among_the_most_moved_genes():
+    ctrl = np.zeros((5, 10))
+    change = np.zeros(10)
+    change[[1, 3, 5, 7]] = [2.0, -3.0, 0.5, 1.0]
+    pred = ctrl + change
+    assert metrics.deg_overlap(pred, ctrl, [1, 3, 5, 7]) == 1.0
+    assert metrics.deg_overlap(pred, ctrl, [1, 3, 0, 2]) == 0.5  # 5 and 7 are moved more than 0 and 2
+    assert metrics.deg_overlap(pred, ctrl, [0, 2]) == 0.0  # the two most moved are 3 and 1
+    with pytest.raises(ValueError, match="repeated genes"):
+        metrics.deg_overlap(pred, ctrl, [1, 1])
+
+
 def test_knn_accuracy_and_linear_r2():
     rng = np.random.default_rng(0)
     labels = np.repeat(["a", "b"], 50)

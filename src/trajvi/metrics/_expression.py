@@ -1,4 +1,4 @@
-"""Expression-space scores: log-normalisation, R^2 of mean expression and of log-fold changes, energy in PCs."""
+"""Expression-space scores: log-normalisation, R^2 of mean expression, log-fold change agreement, energy in PCs."""
 
 from __future__ import annotations
 
@@ -99,6 +99,69 @@ def lfc_r2(
     idx = np.asarray(genes_idx)
     mc = np.asarray(ctrl_log).mean(axis=0)[idx]
     return _squared_pearson(np.asarray(pred_log).mean(axis=0)[idx] - mc, np.asarray(true_log).mean(axis=0)[idx] - mc)
+
+
+def pcc_delta(
+    pred_log: np.ndarray,
+    true_log: np.ndarray,
+    ctrl_log: np.ndarray,
+    genes_idx: Sequence[int] | np.ndarray | None = None,
+) -> float:
+    """Pearson correlation of the predicted and the real change of mean expression from the same control cells.
+
+    The PCC-delta of perturbation-prediction benchmarks: how well a prediction gets the direction of the change
+    (its size does not count, see :func:`mean_r2` and the energy distance for that), usually over the top
+    differentially expressed genes of the real cells and over all genes.
+
+    Parameters
+    ----------
+    pred_log, true_log, ctrl_log
+        Log-normalised cells (:func:`log_normalize`) of the prediction, of the real perturbed cells and of the
+        real controls, same gene order.
+    genes_idx
+        Gene (column) indices to compare over (default: every gene).
+
+    Returns
+    -------
+    ``pearson(mean(pred) - mean(ctrl), mean(true) - mean(ctrl))`` (``nan`` when either change is constant);
+    its square over ``genes_idx`` is :func:`lfc_r2`.
+    """
+    mc = np.asarray(ctrl_log).mean(axis=0, dtype=np.float64)
+    delta_pred = np.asarray(pred_log).mean(axis=0, dtype=np.float64) - mc
+    delta_true = np.asarray(true_log).mean(axis=0, dtype=np.float64) - mc
+    if genes_idx is not None:
+        idx = np.asarray(genes_idx)
+        delta_pred, delta_true = delta_pred[idx], delta_true[idx]
+    if np.std(delta_pred) == 0 or np.std(delta_true) == 0:
+        return float("nan")
+    return float(pearsonr(delta_pred, delta_true)[0])
+
+
+def deg_overlap(pred_log: np.ndarray, ctrl_log: np.ndarray, true_degs: Sequence[int] | np.ndarray) -> float:
+    """Share of the real top differentially expressed genes among the genes the prediction moves most.
+
+    Parameters
+    ----------
+    pred_log, ctrl_log
+        Log-normalised cells of the prediction and of the real controls, same gene order.
+    true_degs
+        Gene (column) indices of the real top DEGs (for example the top 100 of ``scanpy.tl.rank_genes_groups``
+        of the real perturbed cells against the controls).
+
+    Returns
+    -------
+    The fraction of ``true_degs`` among the ``len(true_degs)`` genes whose predicted mean moves most from the
+    controls' mean in absolute value (ties broken by gene order). A Wilcoxon test of a deterministic prediction
+    (every cell shifted by one vector) would rank every shifted gene alike, so the prediction's genes are ranked
+    by the change of the mean instead.
+    """
+    degs = np.unique(np.asarray(true_degs))
+    if len(degs) != len(np.asarray(true_degs)):
+        msg = "true_degs has repeated genes; pass each gene index once."
+        raise ValueError(msg)
+    change = np.abs(np.asarray(pred_log).mean(axis=0) - np.asarray(ctrl_log).mean(axis=0))
+    moved = np.argsort(-change, kind="stable")[: len(degs)]
+    return len(np.intersect1d(moved, degs)) / len(degs) if len(degs) else float("nan")
 
 
 def expression_energy_distance(
